@@ -1,0 +1,77 @@
+//! Fan-out between nodes.
+//!
+//! A single node needs no backplane ([`NoBackplane`]). Several nodes behind a load balancer
+//! share one store and a backplane: each node publishes the events it produced, and feeds the
+//! events of the others into its own hub with [`crate::Engine::apply_remote`]. Room log
+//! entries carry their store-assigned seq, so a node orders them and fills any gap from the
+//! store (see `hub.rs`); a backplane may therefore be at-most-once (like Redis pub/sub).
+
+use crate::error::Result;
+use crate::ids::{RoomId, UserId};
+use crate::model::LogEntry;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Identifies a node, so it can ignore its own events coming back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub u64);
+
+/// What nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEvent {
+    /// The node that produced it.
+    pub origin: NodeId,
+    /// What happened.
+    pub kind: RemoteEventKind,
+}
+
+/// The kinds of event that cross nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RemoteEventKind {
+    /// A sequenced log entry was appended.
+    Entry(LogEntry),
+    /// A user stopped being a member of a room: drop their subscriptions.
+    Removed {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserId,
+        /// True for a kick, false for a leave.
+        kicked: bool,
+    },
+    /// A typing indicator (ephemeral).
+    Typing {
+        /// The room.
+        room: RoomId,
+        /// Who is typing.
+        user: UserId,
+        /// Their name.
+        username: String,
+    },
+    /// Close every live session of a user (logout, revocation).
+    CloseUser {
+        /// The user.
+        user: UserId,
+    },
+}
+
+/// Carries events between nodes.
+#[async_trait]
+pub trait Backplane: Send + Sync + 'static {
+    /// Sends an event to the other nodes. Failure is logged by the engine and does not fail
+    /// the local operation (remote nodes repair log gaps from the store).
+    async fn publish(&self, event: RemoteEvent) -> Result<()>;
+}
+
+/// The single-node backplane: publishes nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoBackplane;
+
+#[async_trait]
+impl Backplane for NoBackplane {
+    async fn publish(&self, _event: RemoteEvent) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,749 @@
+//! The fan-out hub: live sessions, room channels, ordered delivery.
+//!
+//! # Shape
+//! - `sessions` / `users`: every live session, and the sessions of each user (for per-user
+//!   delivery and for closing a user's sockets on logout).
+//! - `rooms`: one [`RoomChannel`] per room that has at least one subscribed session on this
+//!   node. The channel's mutex is the only lock taken to deliver into a room, so rooms never
+//!   contend with each other and the publish path takes no global lock (the `DashMap` look-up
+//!   takes one shard's read lock for a pointer clone, not for the delivery).
+//!
+//! # Ordering: the sequencer
+//! Appends to one room can complete out of seq order (two publishers race; another node's
+//! entry arrives over the backplane). Each channel therefore releases entries strictly in seq
+//! order: `last` is the highest seq delivered, early arrivals wait in `pending`, and a gap that
+//! persists for [`Limits::gap_fill_after`] is read back from the store (see
+//! [`crate::Engine`]). Live subscribers thus see `last + 1, last + 2, …` with no gap and no
+//! duplicate.
+//!
+//! # Gapless subscribe
+//! A subscribing session is first registered in the `Syncing` state, in which every arriving
+//! entry is copied into its private buffer; only then does the engine read the store. Anything
+//! committed before the registration is in that read; anything committed after it reaches the
+//! buffer. `finish_subscribe` then, under the channel lock, queues the replay, the buffered
+//! entries above it, and flips the session to `Live { after }`, from which point the sequencer
+//! feeds it. See ARCHITECTURE.md for the argument in full.
+//!
+//! # Bounded queues
+//! Deliveries use `try_send` on each session's bounded queue. A full queue closes that session
+//! as [`CloseReason::SlowConsumer`] and drops it from the room; the publisher never waits.
+
+use crate::config::Limits;
+use crate::ids::{RoomId, Seq, SessionId, UserId};
+use crate::protocol::{Entry, Outgoing, ServerFrame, UnsubscribeReason, UserInfo};
+use dashmap::DashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why the engine closed a session. Transports map these to close codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The session's outbound queue overflowed: the client reads too slowly. It may reconnect
+    /// and resume.
+    SlowConsumer,
+    /// The client kept sending after being rate limited, or otherwise broke the rules.
+    PolicyViolation,
+    /// The user logged out or their token was revoked.
+    Revoked,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// A stable string for logs and close frames.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::PolicyViolation => "policy_violation",
+            CloseReason::Revoked => "revoked",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Tells a session's transport to close, and why.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSignal {
+    reason: OnceLock<CloseReason>,
+    token: CancellationToken,
+}
+
+impl CloseSignal {
+    /// Requests the close; the first reason wins.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub(crate) async fn closed(&self) -> CloseReason {
+        self.token.cancelled().await;
+        self.reason().unwrap_or(CloseReason::Shutdown)
+    }
+}
+
+/// What the hub knows of one live session.
+#[derive(Debug)]
+pub(crate) struct SessionShared {
+    pub(crate) id: SessionId,
+    pub(crate) user: UserId,
+    pub(crate) username: String,
+    /// The login token this session authenticated with, so revoking it closes the session.
+    pub(crate) token_hash: Option<[u8; 32]>,
+    pub(crate) tx: mpsc::Sender<Arc<Outgoing>>,
+    pub(crate) close: CloseSignal,
+    /// Rooms this session is subscribed to (for clean-up). Locked briefly, never across await.
+    pub(crate) rooms: Mutex<HashSet<RoomId>>,
+}
+
+impl SessionShared {
+    /// Queues a frame without waiting. On a full queue the session is closed as a slow
+    /// consumer; returns whether the frame was queued.
+    pub(crate) fn push(&self, frame: Arc<Outgoing>) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close.close(CloseReason::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub(crate) fn info(&self) -> UserInfo {
+        UserInfo {
+            id: self.user,
+            username: self.username.clone(),
+        }
+    }
+}
+
+/// Server-wide counters for status pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HubStats {
+    /// Live sessions on this node.
+    pub sessions: usize,
+    /// Distinct users with at least one live session on this node.
+    pub users: usize,
+    /// Rooms with at least one subscribed session on this node.
+    pub rooms: usize,
+}
+
+pub(crate) struct Hub {
+    sessions: DashMap<SessionId, Arc<SessionShared>>,
+    users: DashMap<UserId, Vec<Arc<SessionShared>>>,
+    rooms: DashMap<RoomId, Arc<RoomChannel>>,
+    next_session: AtomicU64,
+    limits: Arc<Limits>,
+}
+
+/// A request, from the sequencer to the engine, to read a room's missing seqs from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FillRequest {
+    pub(crate) room: RoomId,
+}
+
+/// Outcome of `finish_subscribe`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FinishOutcome {
+    /// Live.
+    Live,
+    /// The session was removed while syncing (kicked, closed, queue overflow).
+    Removed,
+}
+
+impl Hub {
+    pub(crate) fn new(limits: Arc<Limits>) -> Hub {
+        Hub {
+            sessions: DashMap::new(),
+            users: DashMap::new(),
+            rooms: DashMap::new(),
+            next_session: AtomicU64::new(1),
+            limits,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> HubStats {
+        HubStats {
+            sessions: self.sessions.len(),
+            users: self.users.len(),
+            rooms: self.rooms.len(),
+        }
+    }
+
+    // ----- sessions -----
+
+    pub(crate) fn register_session(
+        &self,
+        user: UserId,
+        username: String,
+        token_hash: Option<[u8; 32]>,
+    ) -> (Arc<SessionShared>, mpsc::Receiver<Arc<Outgoing>>) {
+        let (tx, rx) = mpsc::channel(self.limits.session_queue.max(1));
+        let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
+        let shared = Arc::new(SessionShared {
+            id,
+            user,
+            username,
+            token_hash,
+            tx,
+            close: CloseSignal::default(),
+            rooms: Mutex::new(HashSet::new()),
+        });
+        self.sessions.insert(id, shared.clone());
+        self.users.entry(user).or_default().push(shared.clone());
+        (shared, rx)
+    }
+
+    /// Forgets a session and drops all its subscriptions.
+    pub(crate) fn unregister_session(&self, session: &SessionShared) {
+        self.sessions.remove(&session.id);
+        if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.users.entry(session.user) {
+            e.get_mut().retain(|s| s.id != session.id);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        let rooms: Vec<RoomId> = lock(&session.rooms).drain().collect();
+        for room in rooms {
+            if let Some(ch) = self.channel(room) {
+                ch.remove_session(session.id);
+                self.drop_channel_if_empty(room);
+            }
+        }
+    }
+
+    pub(crate) fn user_sessions(&self, user: UserId) -> Vec<Arc<SessionShared>> {
+        self.users.get(&user).map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn close_user(&self, user: UserId, reason: CloseReason) -> usize {
+        let sessions = self.user_sessions(user);
+        for s in &sessions {
+            s.close.close(reason);
+        }
+        sessions.len()
+    }
+
+    pub(crate) fn close_token(&self, token_hash: &[u8; 32], reason: CloseReason) -> usize {
+        let mut n = 0;
+        for s in self.sessions.iter() {
+            if s.token_hash.as_ref() == Some(token_hash) {
+                s.close.close(reason);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        for s in self.sessions.iter() {
+            s.close.close(reason);
+        }
+    }
+
+    /// Queues a frame for every session of `user` (only those subscribed to `room`, if given).
+    pub(crate) fn send_to_user(
+        &self,
+        user: UserId,
+        room: Option<RoomId>,
+        frame: Arc<Outgoing>,
+    ) -> usize {
+        let mut n = 0;
+        for s in self.user_sessions(user) {
+            if let Some(room) = room {
+                if !lock(&s.rooms).contains(&room) {
+                    continue;
+                }
+            }
+            if s.push(frame.clone()) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    // ----- rooms -----
+
+    fn channel(&self, room: RoomId) -> Option<Arc<RoomChannel>> {
+        self.rooms.get(&room).map(|c| c.clone())
+    }
+
+    fn drop_channel_if_empty(&self, room: RoomId) {
+        self.rooms.remove_if(&room, |_, ch| {
+            let mut g = ch.lock();
+            if g.subs.is_empty() {
+                g.dead = true;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Step one of a subscribe: register the session as `Syncing`. From here on every entry
+    /// that reaches the room is buffered for it. Returns `false` if the session is over its
+    /// subscription limit.
+    pub(crate) fn begin_subscribe(&self, session: &Arc<SessionShared>, room: RoomId) -> bool {
+        {
+            let mut rooms = lock(&session.rooms);
+            if !rooms.contains(&room) && rooms.len() >= self.limits.max_subscriptions_per_session {
+                return false;
+            }
+            rooms.insert(room);
+        }
+        loop {
+            let ch = self
+                .rooms
+                .entry(room)
+                .or_insert_with(|| Arc::new(RoomChannel::new(room)))
+                .clone();
+            let mut g = ch.lock();
+            if g.dead {
+                // Removed between the look-up and the lock; a fresh channel will be made.
+                continue;
+            }
+            g.remove_sub(session.id);
+            let idx = g.subs.len();
+            g.subs.push(Sub {
+                session: session.clone(),
+                state: SubState::Syncing {
+                    buffered: Vec::new(),
+                },
+            });
+            g.index.insert(session.id, idx);
+            return true;
+        }
+    }
+
+    /// Step two: the store has been read up to `history_last`. Queues `reply` (which must
+    /// carry the replay up to `history_last`), then the buffered entries above it, and makes
+    /// the subscription live.
+    pub(crate) fn finish_subscribe(
+        &self,
+        session: &SessionShared,
+        room: RoomId,
+        history_last: Seq,
+        reply: Arc<Outgoing>,
+    ) -> FinishOutcome {
+        let Some(ch) = self.channel(room) else {
+            return FinishOutcome::Removed;
+        };
+        let outcome = ch.finish_subscribe(session.id, history_last, reply, &self.limits);
+        if outcome == FinishOutcome::Removed {
+            lock(&session.rooms).remove(&room);
+            self.drop_channel_if_empty(room);
+        }
+        outcome
+    }
+
+    /// Undoes `begin_subscribe` (the subscribe failed).
+    pub(crate) fn abort_subscribe(&self, session: &SessionShared, room: RoomId) {
+        self.unsubscribe(session, room);
+    }
+
+    /// Removes one session's subscription (no frame is sent to it). Returns whether it was
+    /// subscribed.
+    pub(crate) fn unsubscribe(&self, session: &SessionShared, room: RoomId) -> bool {
+        let was = lock(&session.rooms).remove(&room);
+        if let Some(ch) = self.channel(room) {
+            ch.remove_session(session.id);
+            self.drop_channel_if_empty(room);
+        }
+        was
+    }
+
+    /// Removes every session of `user` from `room` and tells each why. When this returns, no
+    /// further entry of the room is queued for those sessions.
+    pub(crate) fn remove_user(&self, room: RoomId, user: UserId, reason: UnsubscribeReason) {
+        let Some(ch) = self.channel(room) else {
+            return;
+        };
+        let removed = ch.remove_user(user);
+        let frame = Outgoing::event(ServerFrame::Unsubscribed { room, reason });
+        for s in removed {
+            lock(&s.rooms).remove(&room);
+            s.push(frame.clone());
+        }
+        self.drop_channel_if_empty(room);
+    }
+
+    /// Users with a live subscription to `room` on this node.
+    pub(crate) fn online_in(&self, room: RoomId) -> HashSet<UserId> {
+        self.channel(room)
+            .map(|ch| ch.lock().online.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Feeds a sequenced entry to the room's sequencer. Returns a fill request when a gap
+    /// opened that the engine should repair from the store.
+    pub(crate) fn deliver(
+        &self,
+        room: RoomId,
+        seq: Seq,
+        frame: Arc<Outgoing>,
+    ) -> Option<FillRequest> {
+        let ch = self.channel(room)?;
+        let (needs_fill, emptied) = ch.on_entry(seq, frame, &self.limits);
+        if emptied {
+            // Only when slow consumers were just dropped: the common path never takes the
+            // map's write lock.
+            self.drop_channel_if_empty(room);
+        }
+        needs_fill.then_some(FillRequest { room })
+    }
+
+    /// Queues an ephemeral frame (typing, presence, member changes) to every live subscriber
+    /// of `room`, except the sessions of `except`.
+    pub(crate) fn broadcast(&self, room: RoomId, frame: Arc<Outgoing>, except: Option<UserId>) {
+        if let Some(ch) = self.channel(room) {
+            let emptied = {
+                let mut g = ch.lock();
+                g.broadcast(&frame, except);
+                let any = !g.overflowed.is_empty();
+                g.reap();
+                any && g.subs.is_empty()
+            };
+            if emptied {
+                self.drop_channel_if_empty(room);
+            }
+        }
+    }
+
+    /// For the gap filler: the room's delivery position and the highest seq seen, if there is
+    /// a gap between them.
+    pub(crate) fn gap(&self, room: RoomId) -> Option<(Seq, Seq)> {
+        let ch = self.channel(room)?;
+        let mut g = ch.lock();
+        match g.last {
+            Some(last) if g.highest_seen > last => Some((last, g.highest_seen)),
+            _ => {
+                g.fill_scheduled = false;
+                None
+            }
+        }
+    }
+
+    /// For the gap filler: the store has nothing between `last` and the next pending entry
+    /// (it was lost or removed); stop waiting for it.
+    pub(crate) fn skip_gap(&self, room: RoomId, last_seen: Seq) {
+        if let Some(ch) = self.channel(room) {
+            let mut g = ch.lock();
+            if g.last == Some(last_seen) {
+                if let Some((&first, _)) = g.pending.first_key_value() {
+                    tracing::warn!(%room, from = %last_seen.next(), to = first.0 - 1, "skipping seqs missing from the store");
+                    g.last = Some(Seq(first.0 - 1));
+                    g.drain();
+                    g.reap();
+                } else {
+                    g.highest_seen = last_seen;
+                }
+            }
+        }
+    }
+}
+
+/// A room's live state on this node.
+struct RoomChannel {
+    inner: Mutex<RoomInner>,
+}
+
+struct RoomInner {
+    room: RoomId,
+    /// Set when the channel left the map; a subscriber that finds it must look again.
+    dead: bool,
+    /// The highest seq released to live subscribers; `None` until the first subscriber has
+    /// read the store and so told the channel where the log stands.
+    last: Option<Seq>,
+    /// The highest seq that has arrived (delivered or pending).
+    highest_seen: Seq,
+    /// Entries that arrived ahead of `last + 1`, waiting for their predecessors.
+    pending: BTreeMap<Seq, Arc<Outgoing>>,
+    /// A gap fill is scheduled or running.
+    fill_scheduled: bool,
+    subs: Vec<Sub>,
+    index: HashMap<SessionId, usize>,
+    /// Live subscribed sessions per user (presence is per user, not per session).
+    online: HashMap<UserId, u32>,
+    /// Subscribers whose queue overflowed during the current operation.
+    overflowed: Vec<SessionId>,
+}
+
+struct Sub {
+    session: Arc<SessionShared>,
+    state: SubState,
+}
+
+enum SubState {
+    /// Reading the store; entries that arrive meanwhile are kept here, unordered.
+    Syncing { buffered: Vec<(Seq, Arc<Outgoing>)> },
+    /// Receiving entries with `seq > after`.
+    Live { after: Seq },
+}
+
+impl RoomChannel {
+    fn new(room: RoomId) -> RoomChannel {
+        RoomChannel {
+            inner: Mutex::new(RoomInner {
+                room,
+                dead: false,
+                last: None,
+                highest_seen: Seq::ZERO,
+                pending: BTreeMap::new(),
+                fill_scheduled: false,
+                subs: Vec::new(),
+                index: HashMap::new(),
+                online: HashMap::new(),
+                overflowed: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomInner> {
+        lock(&self.inner)
+    }
+
+    /// Returns whether a gap fill should be scheduled, and whether dropping slow consumers
+    /// left the channel empty.
+    fn on_entry(&self, seq: Seq, frame: Arc<Outgoing>, limits: &Limits) -> (bool, bool) {
+        let mut g = self.lock();
+        if g.dead {
+            return (false, false);
+        }
+        // Syncing subscribers keep every arrival; they sort it out when they go live.
+        let cap = limits.session_queue.max(1);
+        let mut overflow = Vec::new();
+        for sub in g.subs.iter_mut() {
+            if let SubState::Syncing { buffered } = &mut sub.state {
+                if buffered.len() >= cap {
+                    sub.session.close.close(CloseReason::SlowConsumer);
+                    overflow.push(sub.session.id);
+                } else {
+                    buffered.push((seq, frame.clone()));
+                }
+            }
+        }
+        g.overflowed.extend(overflow);
+        if seq > g.highest_seen {
+            g.highest_seen = seq;
+        }
+        let mut fill = false;
+        match g.last {
+            Some(last) if seq <= last => {}
+            _ => {
+                if g.pending.len() >= limits.max_reorder_buffer {
+                    // Bounded: forget the newest; the gap filler reads it back from the store
+                    // because `highest_seen` still remembers it.
+                    g.pending.pop_last();
+                }
+                g.pending.insert(seq, frame);
+                if g.last.is_some() {
+                    g.drain();
+                    if g.highest_seen > g.last.unwrap_or(Seq::ZERO) && !g.fill_scheduled {
+                        g.fill_scheduled = true;
+                        fill = true;
+                    }
+                }
+            }
+        }
+        let any_overflow = !g.overflowed.is_empty();
+        g.reap();
+        (fill, any_overflow && g.subs.is_empty())
+    }
+
+    fn finish_subscribe(
+        &self,
+        session: SessionId,
+        history_last: Seq,
+        reply: Arc<Outgoing>,
+        _limits: &Limits,
+    ) -> FinishOutcome {
+        let mut g = self.lock();
+        let Some(&idx) = g.index.get(&session) else {
+            return FinishOutcome::Removed;
+        };
+        let buffered = match std::mem::replace(
+            &mut g.subs[idx].state,
+            SubState::Live {
+                after: history_last,
+            },
+        ) {
+            SubState::Syncing { buffered } => buffered,
+            SubState::Live { .. } => Vec::new(),
+        };
+        let sub_session = g.subs[idx].session.clone();
+        if !sub_session.push(reply) {
+            g.overflowed.push(session);
+            g.reap();
+            return FinishOutcome::Removed;
+        }
+        match g.last {
+            None => {
+                // First subscriber to go live: the log stands at `history_last`.
+                g.last = Some(history_last);
+                g.pending = g.pending.split_off(&history_last.next());
+                g.drain();
+            }
+            Some(last) if last > history_last => {
+                // The room delivered past our read while we were reading; those entries are
+                // in our buffer (they arrived after we registered).
+                let mut catch_up: Vec<(Seq, Arc<Outgoing>)> = buffered
+                    .into_iter()
+                    .filter(|(s, _)| *s > history_last && *s <= last)
+                    .collect();
+                catch_up.sort_by_key(|(s, _)| *s);
+                catch_up.dedup_by_key(|(s, _)| *s);
+                debug_assert_eq!(catch_up.len() as u64, last.0 - history_last.0);
+                for (_, f) in catch_up {
+                    if !sub_session.push(f) {
+                        g.overflowed.push(session);
+                        break;
+                    }
+                }
+                g.subs[idx].state = SubState::Live { after: last };
+            }
+            Some(_) => {}
+        }
+        // Presence: count the session once it is live.
+        let user = sub_session.user;
+        let count = g.online.entry(user).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            let frame = Outgoing::event(ServerFrame::Presence {
+                room: g.room,
+                user: sub_session.info(),
+                online: true,
+            });
+            g.broadcast(&frame, Some(user));
+        }
+        let removed = g.overflowed.contains(&session);
+        g.reap();
+        if removed {
+            FinishOutcome::Removed
+        } else {
+            FinishOutcome::Live
+        }
+    }
+
+    fn remove_session(&self, session: SessionId) {
+        let mut g = self.lock();
+        g.remove_sub(session);
+        g.reap();
+    }
+
+    fn remove_user(&self, user: UserId) -> Vec<Arc<SessionShared>> {
+        let mut g = self.lock();
+        let ids: Vec<SessionId> = g
+            .subs
+            .iter()
+            .filter(|s| s.session.user == user)
+            .map(|s| s.session.id)
+            .collect();
+        let removed = ids.iter().filter_map(|id| g.remove_sub(*id)).collect();
+        g.reap();
+        removed
+    }
+}
+
+impl RoomInner {
+    /// Releases pending entries that continue the sequence.
+    fn drain(&mut self) {
+        let Some(mut last) = self.last else { return };
+        while let Some(entry) = self.pending.first_entry() {
+            let seq = *entry.key();
+            if seq <= last {
+                entry.remove();
+                continue;
+            }
+            if seq != last.next() {
+                break;
+            }
+            let frame = entry.remove();
+            self.fan_out(seq, &frame);
+            last = seq;
+        }
+        self.last = Some(last);
+    }
+
+    /// The hot loop: one `Arc` clone and one `try_send` per live subscriber.
+    fn fan_out(&mut self, seq: Seq, frame: &Arc<Outgoing>) {
+        for sub in self.subs.iter_mut() {
+            if let SubState::Live { after } = &mut sub.state {
+                if seq > *after {
+                    *after = seq;
+                    if !sub.session.push(frame.clone()) {
+                        self.overflowed.push(sub.session.id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn broadcast(&mut self, frame: &Arc<Outgoing>, except: Option<UserId>) {
+        for sub in self.subs.iter() {
+            if matches!(sub.state, SubState::Live { .. })
+                && Some(sub.session.user) != except
+                && !sub.session.push(frame.clone())
+            {
+                self.overflowed.push(sub.session.id);
+            }
+        }
+    }
+
+    /// Removes subscribers whose queues overflowed (repeatedly: telling the room that one went
+    /// offline may overflow another).
+    fn reap(&mut self) {
+        while let Some(id) = self.overflowed.pop() {
+            if let Some(s) = self.remove_sub(id) {
+                lock(&s.rooms).remove(&self.room);
+            }
+        }
+    }
+
+    fn remove_sub(&mut self, session: SessionId) -> Option<Arc<SessionShared>> {
+        let idx = self.index.remove(&session)?;
+        let sub = self.subs.swap_remove(idx);
+        if idx < self.subs.len() {
+            let moved = self.subs[idx].session.id;
+            self.index.insert(moved, idx);
+        }
+        if matches!(sub.state, SubState::Live { .. }) {
+            let user = sub.session.user;
+            if let Some(count) = self.online.get_mut(&user) {
+                *count -= 1;
+                if *count == 0 {
+                    self.online.remove(&user);
+                    let frame = Outgoing::event(ServerFrame::Presence {
+                        room: self.room,
+                        user: sub.session.info(),
+                        online: false,
+                    });
+                    self.broadcast(&frame, Some(user));
+                }
+            }
+        }
+        Some(sub.session)
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning: every critical section here leaves the data
+/// consistent at each step, so a panic elsewhere must not take the hub down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Builds the fan-out frame of a log entry.
+pub(crate) fn entry_frame(entry: &crate::model::LogEntry) -> Arc<Outgoing> {
+    Outgoing::event(ServerFrame::Message(Entry::from(entry)))
+}

@@ -1,0 +1,879 @@
+//! The wire protocol shared by every transport: frames and their two codecs.
+//!
+//! A client sends [`Request`]s (a [`ClientFrame`] with an optional request id); the server
+//! sends [`Response`]s (a [`ServerFrame`], with the request id echoed when it answers one).
+//!
+//! Two codecs carry the same frames:
+//! - **JSON** (WebSocket text frames, line-mode tooling): one object per frame with a
+//!   `"type"` tag and, on replies, an `"id"`: `{"type":"send","id":7,"room":1,"body":"hi"}`.
+//! - **postcard** (WebSocket binary frames, TCP binary mode): the compact serde encoding of
+//!   the same values, the variant as an index.
+//!
+//! postcard cannot decode serde's internally-tagged enums (they need `deserialize_any`), so
+//! the frames derive serde's default external tagging and the JSON codec reshapes
+//! `{"send":{..}}` into `{"type":"send",..}` and back. Field names `type` and `id` are
+//! therefore reserved in frame bodies.
+//!
+//! Fan-out frames are encoded at most once per codec: see [`Outgoing`].
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::{RoomId, Seq, SessionId, Timestamp, UserId};
+use crate::model::{LogEntry, Role, RoomKind};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request id chosen by the client, echoed on the reply.
+pub type RequestId = u64;
+
+/// A frame from a client, with the id to echo in the reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed in the reply or error; `None` when the client does not need to correlate.
+    pub id: Option<RequestId>,
+    /// What the client asks for.
+    pub frame: ClientFrame,
+}
+
+/// Everything a client can ask of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientFrame {
+    /// Opens the session: version negotiation and, where the transport has not already
+    /// authenticated the connection, credentials. Answered by [`ServerFrame::Welcome`].
+    Hello(Hello),
+    /// Starts receiving a room's messages, first replaying those after `since_seq`.
+    /// Answered by [`ServerFrame::Subscribed`].
+    Subscribe {
+        /// The room.
+        room: RoomId,
+        /// Replay entries after this seq (omit to receive only new ones).
+        #[serde(default)]
+        since_seq: Option<Seq>,
+    },
+    /// Stops receiving a room's messages (membership is unchanged). Answered by `ok`.
+    Unsubscribe {
+        /// The room.
+        room: RoomId,
+    },
+    /// Posts a message. Answered by [`ServerFrame::Sent`].
+    Send {
+        /// The room.
+        room: RoomId,
+        /// UTF-8 text.
+        body: String,
+        /// Makes retries idempotent: the same id from the same user is stored once.
+        #[serde(default)]
+        client_msg_id: Option<String>,
+    },
+    /// Posts a direct message to a user, creating the direct room on first use.
+    /// Answered by [`ServerFrame::Sent`].
+    SendDirect {
+        /// The recipient's username.
+        to: String,
+        /// UTF-8 text.
+        body: String,
+        /// As for `send`.
+        #[serde(default)]
+        client_msg_id: Option<String>,
+    },
+    /// Reads a page of a room's log. Answered by [`ServerFrame::History`].
+    History {
+        /// The room.
+        room: RoomId,
+        /// Entries before this seq (the newest of them). Omit both for the latest page.
+        #[serde(default)]
+        before: Option<Seq>,
+        /// Entries after this seq (the oldest of them).
+        #[serde(default)]
+        after: Option<Seq>,
+        /// Page size (default 50, at most 1000).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Creates a group or public room. Answered by [`ServerFrame::Room`].
+    CreateRoom {
+        /// Display name.
+        name: String,
+        /// `group` or `public`.
+        kind: RoomKind,
+    },
+    /// Joins a public room (by id or by name). Answered by [`ServerFrame::Room`].
+    Join {
+        /// The room id.
+        #[serde(default)]
+        room: Option<RoomId>,
+        /// Or the public room's name.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Leaves a room; every session of the user stops receiving it. Answered by `ok`.
+    Leave {
+        /// The room.
+        room: RoomId,
+    },
+    /// An owner or admin adds a user to a group room. Answered by `ok`.
+    AddMember {
+        /// The room.
+        room: RoomId,
+        /// The user's name.
+        username: String,
+    },
+    /// An owner or admin removes a member with a lower role. Answered by `ok`.
+    Kick {
+        /// The room.
+        room: RoomId,
+        /// The user's name.
+        username: String,
+    },
+    /// The owner changes a member's role. Answered by `ok`.
+    SetRole {
+        /// The room.
+        room: RoomId,
+        /// The user's name.
+        username: String,
+        /// `admin` or `member`.
+        role: Role,
+    },
+    /// Creates an invite code for a room. Answered by [`ServerFrame::Invite`].
+    CreateInvite {
+        /// The room.
+        room: RoomId,
+        /// Validity in seconds (default 7 days).
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+        /// Maximum redemptions (default unlimited).
+        #[serde(default)]
+        max_uses: Option<u32>,
+    },
+    /// Joins a room with an invite code. Answered by [`ServerFrame::Room`].
+    RedeemInvite {
+        /// The code.
+        code: String,
+    },
+    /// "I am typing" (ephemeral, rate-limited, never stored). No reply.
+    Typing {
+        /// The room.
+        room: RoomId,
+    },
+    /// Moves the read marker forward. Answered by [`ServerFrame::Unread`] for the room.
+    MarkRead {
+        /// The room.
+        room: RoomId,
+        /// Read up to and including this seq.
+        seq: Seq,
+    },
+    /// Lists the user's rooms with unread counts. Answered by [`ServerFrame::Rooms`].
+    Rooms,
+    /// Lists public rooms. Answered by [`ServerFrame::Rooms`].
+    PublicRooms,
+    /// Lists a room's members with presence. Answered by [`ServerFrame::Members`].
+    Members {
+        /// The room.
+        room: RoomId,
+    },
+    /// Liveness check. Answered by [`ServerFrame::Pong`].
+    Ping,
+}
+
+/// The opening frame of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks.
+    pub version: u32,
+    /// Credentials, where the transport has not authenticated the connection already.
+    #[serde(default)]
+    pub auth: Option<HelloAuth>,
+}
+
+/// Credentials carried in a `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelloAuth {
+    /// A session token from a login.
+    Token(String),
+    /// Username and password.
+    Login {
+        /// The username.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// A guest name (only where the server enables guests).
+    Guest(String),
+}
+
+/// A frame to a client, with the id of the request it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request id this answers; `None` for events.
+    pub id: Option<RequestId>,
+    /// The frame.
+    pub frame: ServerFrame,
+}
+
+/// Everything the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerFrame {
+    /// The session is open.
+    Welcome {
+        /// The version both sides will speak.
+        version: u32,
+        /// This session's id.
+        session: SessionId,
+        /// Who the session is.
+        user: UserInfo,
+        /// Limits the client must respect.
+        limits: WireLimits,
+    },
+    /// A generic success reply.
+    Ok,
+    /// A failure. `code` is stable; `message` is for humans.
+    Error {
+        /// Stable machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The reply to `subscribe`: replayed entries, then live ones follow as `message`.
+    Subscribed {
+        /// The room.
+        room: RoomId,
+        /// The entries after `since_seq`, ascending (empty without `since_seq`).
+        entries: Vec<Entry>,
+        /// The room's latest seq when the subscription went live; every later entry
+        /// arrives as a `message`.
+        latest_seq: Seq,
+        /// Entries after `since_seq` that were *not* replayed because there were more than
+        /// the replay limit: fetch them with `history` if needed. Never silently skipped.
+        #[serde(default)]
+        gap: Option<SeqRange>,
+    },
+    /// The session no longer receives a room (left, kicked, or the room was deleted).
+    Unsubscribed {
+        /// The room.
+        room: RoomId,
+        /// Why.
+        reason: UnsubscribeReason,
+    },
+    /// A new entry in a subscribed room's log.
+    Message(Entry),
+    /// The reply to `send` / `send_direct`: the message is durably stored.
+    Sent {
+        /// The room.
+        room: RoomId,
+        /// Its seq.
+        seq: Seq,
+        /// True when this was a retry of an already stored `client_msg_id`.
+        duplicate: bool,
+    },
+    /// A page of history.
+    History {
+        /// The room.
+        room: RoomId,
+        /// Ascending by seq.
+        entries: Vec<Entry>,
+        /// Whether older (for `before`) or newer (for `after`) entries exist.
+        has_more: bool,
+    },
+    /// A room (reply to `create_room`, `join`, `redeem_invite`), or an event telling all of a
+    /// user's sessions that they became a member of it.
+    Room {
+        /// The room.
+        room: RoomInfo,
+    },
+    /// The reply to `rooms` / `public_rooms`.
+    Rooms {
+        /// The rooms.
+        rooms: Vec<RoomSummary>,
+    },
+    /// The reply to `members`.
+    Members {
+        /// The room.
+        room: RoomId,
+        /// Members with their presence.
+        members: Vec<MemberInfo>,
+    },
+    /// Someone's first session subscribed to a room, or their last one left (user
+    /// granularity, not session).
+    Presence {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserInfo,
+        /// True when they came online in the room.
+        online: bool,
+    },
+    /// Someone is typing (ephemeral).
+    Typing {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        user: UserInfo,
+    },
+    /// A member joined, left, was kicked or changed role (ephemeral; refetch members).
+    MemberChanged {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserInfo,
+        /// What changed.
+        change: MemberChange,
+    },
+    /// The reply to `mark_read`.
+    Unread(UnreadInfo),
+    /// The reply to `create_invite`.
+    Invite {
+        /// The code to share.
+        code: String,
+        /// The room.
+        room: RoomId,
+        /// When it expires.
+        expires_at: Timestamp,
+        /// Maximum redemptions.
+        max_uses: Option<u32>,
+    },
+    /// A server-side notice for this user (from the embedding application), not stored.
+    Notice {
+        /// The room it concerns, if any.
+        room: Option<RoomId>,
+        /// The text.
+        body: String,
+    },
+    /// The reply to `ping`.
+    Pong,
+}
+
+/// An inclusive range of seqs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqRange {
+    /// First seq of the range.
+    pub from: Seq,
+    /// Last seq of the range.
+    pub to: Seq,
+}
+
+/// A log entry as the wire shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The room.
+    pub room: RoomId,
+    /// Its seq.
+    pub seq: Seq,
+    /// Server time.
+    pub at: Timestamp,
+    /// Author id (`None`: the system).
+    pub sender: Option<UserId>,
+    /// Author name (`"system"` for the system).
+    pub sender_name: String,
+    /// The text.
+    pub body: String,
+    /// The client's id for idempotent retries, if it gave one.
+    pub client_msg_id: Option<String>,
+}
+
+impl From<&LogEntry> for Entry {
+    fn from(e: &LogEntry) -> Entry {
+        match &e.kind {
+            crate::model::EntryKind::Message(m) => Entry {
+                room: e.room,
+                seq: e.seq,
+                at: e.at,
+                sender: m.sender,
+                sender_name: m.sender_name.clone(),
+                body: m.body.clone(),
+                client_msg_id: m.client_msg_id.clone(),
+            },
+        }
+    }
+}
+
+/// A user as frames show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// Id.
+    pub id: UserId,
+    /// Name.
+    pub username: String,
+}
+
+/// A room as frames show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// Id.
+    pub id: RoomId,
+    /// Kind.
+    pub kind: RoomKind,
+    /// Name.
+    pub name: String,
+}
+
+impl From<&crate::model::Room> for RoomInfo {
+    fn from(r: &crate::model::Room) -> RoomInfo {
+        RoomInfo {
+            id: r.id,
+            kind: r.kind,
+            name: r.name.clone(),
+        }
+    }
+}
+
+/// A room in a list, with the user's state in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// The room.
+    pub room: RoomInfo,
+    /// The user's role (`None` in a public room list for rooms they have not joined).
+    pub role: Option<Role>,
+    /// Latest seq.
+    pub latest_seq: Seq,
+    /// Unread messages from others.
+    pub unread: u64,
+}
+
+/// A member with presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Who.
+    pub user: UserInfo,
+    /// Role.
+    pub role: Role,
+    /// Whether one of their sessions is subscribed to the room on this node.
+    pub online: bool,
+}
+
+/// Read state of one room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadInfo {
+    /// The room.
+    pub room: RoomId,
+    /// Read up to.
+    pub read_seq: Seq,
+    /// Latest.
+    pub latest_seq: Seq,
+    /// Unread messages from others.
+    pub unread: u64,
+}
+
+/// Limits announced in `welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLimits {
+    /// Largest message body in bytes.
+    pub max_body_bytes: u32,
+    /// Most entries replayed by `subscribe`.
+    pub max_replay: u32,
+    /// Largest history page.
+    pub max_history_page: u32,
+}
+
+/// Why a session stopped receiving a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsubscribeReason {
+    /// The client asked.
+    Requested,
+    /// The user left the room (possibly from another session).
+    Left,
+    /// The user was kicked.
+    Kicked,
+    /// The room was deleted.
+    Deleted,
+}
+
+/// A membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// Joined (by themselves, an invite, or an admin).
+    Joined,
+    /// Left.
+    Left,
+    /// Kicked.
+    Kicked,
+    /// Their role changed.
+    Role(Role),
+}
+
+/// The two encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// JSON objects with a `type` tag (WebSocket text frames).
+    Json,
+    /// postcard (WebSocket binary frames, TCP binary mode).
+    Postcard,
+}
+
+impl Codec {
+    /// Decodes a client request. Errors are [`Error::BadFrame`] with a useful message.
+    pub fn decode_request(self, bytes: &[u8]) -> Result<Request> {
+        match self {
+            Codec::Json => decode_json(bytes),
+            Codec::Postcard => {
+                postcard::from_bytes(bytes).map_err(|e| Error::BadFrame(e.to_string()))
+            }
+        }
+    }
+
+    /// Encodes a client request (for client libraries and tests).
+    pub fn encode_request(self, req: &Request) -> Bytes {
+        match self {
+            Codec::Json => encode_json(req.id, &req.frame),
+            Codec::Postcard => encode_postcard(req),
+        }
+    }
+
+    /// Encodes a server response.
+    pub fn encode_response(self, resp: &Response) -> Bytes {
+        match self {
+            Codec::Json => encode_json(resp.id, &resp.frame),
+            Codec::Postcard => encode_postcard(resp),
+        }
+    }
+
+    /// Decodes a server response (for client libraries and tests).
+    pub fn decode_response(self, bytes: &[u8]) -> Result<Response> {
+        match self {
+            Codec::Json => decode_json(bytes),
+            Codec::Postcard => {
+                postcard::from_bytes(bytes).map_err(|e| Error::BadFrame(e.to_string()))
+            }
+        }
+    }
+}
+
+fn encode_postcard<T: Serialize>(value: &T) -> Bytes {
+    // Serializing our own frame types into a Vec cannot fail: every type is postcard-safe
+    // (no maps with non-string keys, no untagged enums, no skipped fields).
+    Bytes::from(postcard::to_allocvec(value).expect("frames are always postcard-serializable"))
+}
+
+/// `{"variant": {fields}}` or `"variant"` → `{"type": "variant", "id": .., fields}`.
+fn encode_json<F: Serialize>(id: Option<RequestId>, frame: &F) -> Bytes {
+    use serde_json::{Map, Value};
+    let tagged = serde_json::to_value(frame).expect("frames are always JSON-serializable");
+    let mut out = Map::new();
+    match tagged {
+        Value::String(tag) => {
+            out.insert("type".into(), Value::String(tag));
+        }
+        Value::Object(map) => {
+            // External tagging: exactly one key, the variant.
+            if let Some((tag, payload)) = map.into_iter().next() {
+                out.insert("type".into(), Value::String(tag));
+                match payload {
+                    Value::Object(fields) => out.extend(fields),
+                    // A newtype variant around a non-struct value, e.g. `{"token":"..."}`.
+                    other => {
+                        out.insert("value".into(), other);
+                    }
+                }
+            }
+        }
+        other => {
+            out.insert("value".into(), other);
+        }
+    }
+    if let Some(id) = id {
+        out.insert("id".into(), Value::from(id));
+    }
+    Bytes::from(serde_json::to_vec(&Value::Object(out)).expect("a JSON value always serializes"))
+}
+
+/// The inverse of [`encode_json`], producing `{"id": .., "frame": {"variant": {fields}}}`.
+fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    use serde_json::{Map, Value};
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| Error::BadFrame(e.to_string()))?;
+    let Value::Object(mut map) = value else {
+        return Err(Error::BadFrame("a frame must be a JSON object".into()));
+    };
+    let id = match map.remove("id") {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::Number(n)) if n.is_u64() => Value::Number(n),
+        Some(_) => {
+            return Err(Error::BadFrame(
+                "\"id\" must be a non-negative integer".into(),
+            ));
+        }
+    };
+    let tag = match map.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(Error::BadFrame("\"type\" must be a string".into())),
+        None => return Err(Error::BadFrame("missing \"type\"".into())),
+    };
+    let frame = if map.is_empty() {
+        // Unit variants (`ping`) are a bare string; a struct variant with only optional
+        // fields also accepts an empty object, so try the string form first.
+        Value::String(tag.clone())
+    } else if let Some(v) = map.remove("value").filter(|_| map.is_empty()) {
+        let mut m = Map::new();
+        m.insert(tag.clone(), v);
+        Value::Object(m)
+    } else {
+        let mut m = Map::new();
+        m.insert(tag.clone(), Value::Object(map.clone()));
+        Value::Object(m)
+    };
+    let mut envelope = Map::new();
+    envelope.insert("id".into(), id.clone());
+    envelope.insert("frame".into(), frame);
+    match serde_json::from_value(Value::Object(envelope)) {
+        Ok(v) => Ok(v),
+        Err(first) if map.is_empty() => {
+            // `{"type":"rooms"}` is a unit variant, but `{"type":"subscribe"}` with all
+            // fields defaulted is a struct variant: retry as an empty struct.
+            let mut m = Map::new();
+            m.insert(tag, Value::Object(Map::new()));
+            let mut envelope = Map::new();
+            envelope.insert("id".into(), id);
+            envelope.insert("frame".into(), Value::Object(m));
+            serde_json::from_value(Value::Object(envelope))
+                .map_err(|_| Error::BadFrame(clean_serde_message(&first.to_string())))
+        }
+        Err(e) => Err(Error::BadFrame(clean_serde_message(&e.to_string()))),
+    }
+}
+
+/// serde's messages name our internal envelope; say "unknown frame type" instead.
+fn clean_serde_message(msg: &str) -> String {
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let name = rest.split(',').next().unwrap_or(rest);
+        return format!("unknown frame type {name}");
+    }
+    msg.to_string()
+}
+
+/// A server frame on its way to one or many sessions, encoded at most once per codec.
+///
+/// The hub wraps each fan-out frame in one `Arc<Outgoing>` and hands clones of that `Arc` to
+/// every recipient's queue. A transport asks for [`Outgoing::encoded`] in its codec; the first
+/// caller encodes, every other recipient gets a clone of the same `Bytes` (a reference count
+/// increment, no copy). Codecs nobody uses are never encoded.
+#[derive(Debug)]
+pub struct Outgoing {
+    response: Response,
+    json: OnceLock<Bytes>,
+    postcard: OnceLock<Bytes>,
+}
+
+impl Outgoing {
+    /// Wraps a frame for sending.
+    pub fn new(id: Option<RequestId>, frame: ServerFrame) -> Arc<Outgoing> {
+        Arc::new(Outgoing {
+            response: Response { id, frame },
+            json: OnceLock::new(),
+            postcard: OnceLock::new(),
+        })
+    }
+
+    /// An event (no request id).
+    pub fn event(frame: ServerFrame) -> Arc<Outgoing> {
+        Outgoing::new(None, frame)
+    }
+
+    /// The frame.
+    pub fn response(&self) -> &Response {
+        &self.response
+    }
+
+    /// The frame's bytes in `codec`, encoded on first use and shared afterwards.
+    pub fn encoded(&self, codec: Codec) -> Bytes {
+        let cell = match codec {
+            Codec::Json => &self.json,
+            Codec::Postcard => &self.postcard,
+        };
+        cell.get_or_init(|| codec.encode_response(&self.response))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip_request(req: Request) {
+        for codec in [Codec::Json, Codec::Postcard] {
+            let bytes = codec.encode_request(&req);
+            let back = codec.decode_request(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{codec:?} failed on {:?}: {e}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            assert_eq!(back, req, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn every_kind_of_request_roundtrips_in_both_codecs() {
+        let frames = vec![
+            ClientFrame::Hello(Hello {
+                version: 1,
+                auth: Some(HelloAuth::Token("abc".into())),
+            }),
+            ClientFrame::Hello(Hello {
+                version: 1,
+                auth: Some(HelloAuth::Login {
+                    username: "a".into(),
+                    password: "b".into(),
+                }),
+            }),
+            ClientFrame::Hello(Hello {
+                version: 1,
+                auth: None,
+            }),
+            ClientFrame::Subscribe {
+                room: RoomId(3),
+                since_seq: Some(Seq(9)),
+            },
+            ClientFrame::Subscribe {
+                room: RoomId(3),
+                since_seq: None,
+            },
+            ClientFrame::Send {
+                room: RoomId(1),
+                body: "hi \"there\" ✓".into(),
+                client_msg_id: Some("m1".into()),
+            },
+            ClientFrame::History {
+                room: RoomId(1),
+                before: None,
+                after: None,
+                limit: None,
+            },
+            ClientFrame::CreateRoom {
+                name: "x".into(),
+                kind: RoomKind::Group,
+            },
+            ClientFrame::SetRole {
+                room: RoomId(1),
+                username: "u".into(),
+                role: Role::Admin,
+            },
+            ClientFrame::Rooms,
+            ClientFrame::Ping,
+        ];
+        for (i, frame) in frames.into_iter().enumerate() {
+            roundtrip_request(Request {
+                id: Some(i as u64),
+                frame: frame.clone(),
+            });
+            roundtrip_request(Request { id: None, frame });
+        }
+    }
+
+    #[test]
+    fn json_frames_have_a_flat_type_tag() {
+        let bytes = Codec::Json.encode_response(&Response {
+            id: Some(7),
+            frame: ServerFrame::Sent {
+                room: RoomId(1),
+                seq: Seq(42),
+                duplicate: false,
+            },
+        });
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"sent","id":7,"room":1,"seq":42,"duplicate":false})
+        );
+        let pong = Codec::Json.encode_response(&Response {
+            id: None,
+            frame: ServerFrame::Pong,
+        });
+        assert_eq!(&pong[..], br#"{"type":"pong"}"#);
+    }
+
+    #[test]
+    fn json_requests_accept_the_documented_shapes() {
+        let r = Codec::Json
+            .decode_request(br#"{"type":"send","id":1,"room":5,"body":"hello"}"#)
+            .unwrap();
+        assert_eq!(
+            r,
+            Request {
+                id: Some(1),
+                frame: ClientFrame::Send {
+                    room: RoomId(5),
+                    body: "hello".into(),
+                    client_msg_id: None
+                }
+            }
+        );
+        let r = Codec::Json.decode_request(br#"{"type":"ping"}"#).unwrap();
+        assert_eq!(r.frame, ClientFrame::Ping);
+        let r = Codec::Json
+            .decode_request(br#"{"type":"hello","version":1,"auth":{"token":"t"}}"#)
+            .unwrap();
+        assert_eq!(
+            r.frame,
+            ClientFrame::Hello(Hello {
+                version: 1,
+                auth: Some(HelloAuth::Token("t".into()))
+            })
+        );
+    }
+
+    #[test]
+    fn bad_json_is_a_bad_frame_error_not_a_panic() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"not json",
+            b"[1,2]",
+            b"{}",
+            br#"{"type":5}"#,
+            br#"{"type":"nope"}"#,
+            br#"{"type":"send","room":"x","body":"y"}"#,
+            br#"{"type":"send","room":1}"#,
+            br#"{"type":"ping","id":-1}"#,
+            b"\xff\xfe",
+        ];
+        for case in cases {
+            let err = Codec::Json.decode_request(case).unwrap_err();
+            assert_eq!(
+                err.code(),
+                ErrorCode::BadFrame,
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        let err = Codec::Json
+            .decode_request(br#"{"type":"nope"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown frame type"), "{err}");
+    }
+
+    #[test]
+    fn postcard_garbage_is_a_bad_frame_error() {
+        for case in [
+            &b""[..],
+            b"\xff\xff\xff\xff\xff",
+            b"\x00\x63",
+            b"\x01\x01\x02",
+        ] {
+            // Any outcome but a panic is acceptable for arbitrary bytes; most are errors.
+            if let Err(e) = Codec::Postcard.decode_request(case) {
+                assert_eq!(e.code(), ErrorCode::BadFrame);
+            }
+        }
+    }
+
+    #[test]
+    fn outgoing_encodes_once_and_shares_bytes() {
+        let out = Outgoing::event(ServerFrame::Pong);
+        let a = out.encoded(Codec::Json);
+        let b = out.encoded(Codec::Json);
+        // The same allocation, not an equal copy.
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        let p = out.encoded(Codec::Postcard);
+        assert_eq!(
+            Codec::Postcard.decode_response(&p).unwrap().frame,
+            ServerFrame::Pong
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! One client connection's logic, with no I/O.
+//!
+//! A transport turns bytes into [`Request`]s and calls [`Session::handle`] (or
+//! [`Session::handle_bytes`]); everything the client should receive — replies, errors, room
+//! messages, presence — comes out of the session's [`Outbox`], which the transport writes to
+//! the socket. Tests drive a session exactly like that, with no socket at all.
+//!
+//! ```text
+//!  socket ──bytes──▶ transport reader ──Request──▶ Session::handle ──▶ Engine / Hub
+//!                                                                          │
+//!  socket ◀──bytes── transport writer ◀──Arc<Outgoing>── Outbox ◀─────────┘ (bounded)
+//! ```
+
+use crate::auth::{Credentials, Identity};
+use crate::engine::{Author, Engine};
+use crate::error::{Error, Result};
+use crate::hub::{CloseReason, FinishOutcome, SessionShared};
+use crate::ids::{RoomId, Seq, SessionId};
+use crate::model::{Appended, HistoryQuery};
+use crate::protocol::{
+    ClientFrame, Codec, Entry, Hello, HelloAuth, Outgoing, PROTOCOL_VERSION, Request, RequestId,
+    RoomInfo, SeqRange, ServerFrame, UserInfo, WireLimits,
+};
+use crate::ratelimit::TokenBucket;
+use crate::store::MAX_HISTORY_PAGE;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a transport writes next.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame to send; call [`Outgoing::encoded`] with the connection's codec.
+    Frame(Arc<Outgoing>),
+    /// Close the connection for this reason. For [`CloseReason::Shutdown`], first drain what
+    /// is still queued with [`Outbox::try_recv`].
+    Close(CloseReason),
+}
+
+/// The outbound side of a session: a bounded queue of frames plus the close signal.
+pub struct Outbox {
+    rx: mpsc::Receiver<Arc<Outgoing>>,
+    shared: Arc<SessionShared>,
+}
+
+impl Outbox {
+    /// The next frame to write, or the order to close. Close takes priority: a slow consumer
+    /// is cut off without first writing its backlog.
+    pub async fn recv(&mut self) -> Outbound {
+        tokio::select! {
+            biased;
+            reason = self.shared.close.closed() => Outbound::Close(reason),
+            frame = self.rx.recv() => match frame {
+                Some(f) => Outbound::Frame(f),
+                None => Outbound::Close(CloseReason::Shutdown),
+            },
+        }
+    }
+
+    /// A queued frame, if any, without waiting. Transports use it to batch several frames
+    /// into one write and one flush.
+    pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Frames waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// This session's id.
+    pub fn session_id(&self) -> SessionId {
+        self.shared.id
+    }
+}
+
+/// One client connection's state and logic.
+///
+/// Dropping the session unregisters it from the hub: its subscriptions end and presence is
+/// updated.
+pub struct Session {
+    engine: Engine,
+    shared: Arc<SessionShared>,
+    identity: Identity,
+    requests: TokenBucket,
+    typing: TokenBucket,
+    violations: u32,
+}
+
+impl Engine {
+    /// Opens a session for an identity the transport has already authenticated (e.g. during
+    /// the WebSocket handshake). The client may still send `hello` to check the version.
+    pub fn open_session(&self, identity: Identity) -> (Session, Outbox) {
+        let (shared, rx) = self.inner.hub.register_session(
+            identity.user,
+            identity.username.clone(),
+            identity.token_hash,
+        );
+        let limits = &self.inner.limits;
+        let session = Session {
+            engine: self.clone(),
+            shared: shared.clone(),
+            identity,
+            requests: TokenBucket::new(limits.requests_per_second, limits.request_burst),
+            typing: TokenBucket::new(limits.typing_per_second, limits.typing_burst),
+            violations: 0,
+        };
+        (session, Outbox { rx, shared })
+    }
+
+    /// Opens a session whose first exchange is a `hello` carrying credentials (TCP binary
+    /// mode). On success the `welcome` is already queued in the outbox; on failure the error
+    /// should be sent to the client and the connection closed.
+    pub async fn open_with_hello(
+        &self,
+        hello: &Hello,
+        id: Option<RequestId>,
+    ) -> Result<(Session, Outbox)> {
+        check_version(hello.version)?;
+        let creds = match &hello.auth {
+            Some(HelloAuth::Token(t)) => Credentials::Token(t.clone()),
+            Some(HelloAuth::Login { username, password }) => Credentials::Password {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            Some(HelloAuth::Guest(name)) => Credentials::Guest(name.clone()),
+            None => return Err(Error::Unauthenticated),
+        };
+        let identity = self.inner.authenticator.authenticate(&creds).await?;
+        let (session, outbox) = self.open_session(identity);
+        session.push(id, session.welcome());
+        Ok((session, outbox))
+    }
+}
+
+fn check_version(version: u32) -> Result<()> {
+    if version == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedVersion {
+            requested: version,
+            supported: PROTOCOL_VERSION,
+        })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.engine.inner.hub.unregister_session(&self.shared);
+    }
+}
+
+impl Session {
+    /// Who this session is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// This session's id.
+    pub fn id(&self) -> SessionId {
+        self.shared.id
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Resolves when the engine wants this session closed (the reader loop should stop).
+    pub async fn closed(&self) -> CloseReason {
+        self.shared.close.closed().await
+    }
+
+    /// Whether the engine has asked this session to close.
+    pub fn is_closed(&self) -> bool {
+        self.shared.close.is_closed()
+    }
+
+    /// Closes the session from the transport's side (e.g. to enforce a transport rule).
+    pub fn close(&self, reason: CloseReason) {
+        self.shared.close.close(reason);
+    }
+
+    /// Queues a frame for this session only. Returns `false` if the queue was full (the
+    /// session is then closed as a slow consumer).
+    pub fn push(&self, id: Option<RequestId>, frame: ServerFrame) -> bool {
+        self.shared.push(Outgoing::new(id, frame))
+    }
+
+    fn push_error(&self, id: Option<RequestId>, err: &Error) {
+        if matches!(err, Error::Storage { .. } | Error::Internal(_)) {
+            tracing::error!(session = %self.shared.id, error = %err, "request failed");
+        }
+        self.push(
+            id,
+            ServerFrame::Error {
+                code: err.code(),
+                message: err.public_message(),
+            },
+        );
+    }
+
+    fn welcome(&self) -> ServerFrame {
+        let l = self.engine.limits();
+        ServerFrame::Welcome {
+            version: PROTOCOL_VERSION,
+            session: self.shared.id,
+            user: UserInfo {
+                id: self.identity.user,
+                username: self.identity.username.clone(),
+            },
+            limits: WireLimits {
+                max_body_bytes: l.max_body_bytes as u32,
+                max_replay: l.max_replay as u32,
+                max_history_page: MAX_HISTORY_PAGE as u32,
+            },
+        }
+    }
+
+    /// Decodes and handles one frame. Undecodable input gets a `bad_frame` error and the
+    /// session stays usable.
+    pub async fn handle_bytes(&mut self, codec: Codec, bytes: &[u8]) {
+        match codec.decode_request(bytes) {
+            Ok(req) => self.handle(req).await,
+            Err(e) => {
+                if self.admit() {
+                    self.push_error(None, &e);
+                }
+            }
+        }
+    }
+
+    /// Applies the request rate limit. Over it, the client gets `rate_limited`; a client that
+    /// keeps going is closed as a policy violation.
+    fn admit(&mut self) -> bool {
+        if self.requests.try_take() {
+            self.violations = 0;
+            return true;
+        }
+        self.violations += 1;
+        if self.violations >= self.engine.limits().max_rate_violations {
+            self.shared.close.close(CloseReason::PolicyViolation);
+        } else if self.violations == 1 || self.violations % 10 == 0 {
+            // Tell the client, but do not let a flood fill its own queue with errors.
+            self.push_error(None, &Error::RateLimited);
+        }
+        false
+    }
+
+    /// Handles one request, queueing its reply (or error) and any resulting events.
+    pub async fn handle(&mut self, req: Request) {
+        if self.is_closed() {
+            return;
+        }
+        // Typing has its own, stricter budget and is dropped silently when over it.
+        if let ClientFrame::Typing { room } = req.frame {
+            self.typing(room).await;
+            return;
+        }
+        if !self.admit() {
+            return;
+        }
+        let id = req.id;
+        if let Err(e) = self.dispatch(id, req.frame).await {
+            self.push_error(id, &e);
+        }
+    }
+
+    async fn dispatch(&mut self, id: Option<RequestId>, frame: ClientFrame) -> Result<()> {
+        let engine = self.engine.clone();
+        let me = self.identity.clone();
+        let reply = |frame: ServerFrame| {
+            self.shared.push(Outgoing::new(id, frame));
+        };
+        match frame {
+            ClientFrame::Hello(hello) => {
+                check_version(hello.version)?;
+                reply(self.welcome());
+            }
+            ClientFrame::Ping => reply(ServerFrame::Pong),
+            ClientFrame::Subscribe { room, since_seq } => {
+                self.subscribe(id, room, since_seq).await?
+            }
+            ClientFrame::Unsubscribe { room } => {
+                self.engine.inner.hub.unsubscribe(&self.shared, room);
+                reply(ServerFrame::Ok);
+            }
+            ClientFrame::Send {
+                room,
+                body,
+                client_msg_id,
+            } => {
+                let ack = self.ack(id);
+                engine
+                    .publish_with(Author::User(me), room, body, client_msg_id, ack)
+                    .await?;
+            }
+            ClientFrame::SendDirect {
+                to,
+                body,
+                client_msg_id,
+            } => {
+                let ack = self.ack(id);
+                engine
+                    .send_direct_with(&me, &to, body, client_msg_id, ack)
+                    .await?;
+            }
+            ClientFrame::History {
+                room,
+                before,
+                after,
+                limit,
+            } => {
+                let query = match (before, after) {
+                    (Some(_), Some(_)) => {
+                        return Err(Error::invalid(
+                            "before",
+                            "give `before` or `after`, not both",
+                        ));
+                    }
+                    (Some(b), None) => HistoryQuery::Before(b),
+                    (None, Some(a)) => HistoryQuery::After(a),
+                    (None, None) => HistoryQuery::Before(Seq(u64::MAX)),
+                };
+                let limit = limit
+                    .map(|l| l as usize)
+                    .unwrap_or(engine.limits().default_history_page);
+                let page = engine.history(&me, room, query, limit).await?;
+                reply(ServerFrame::History {
+                    room,
+                    entries: page.entries.iter().map(Entry::from).collect(),
+                    has_more: page.has_more,
+                });
+            }
+            ClientFrame::CreateRoom { name, kind } => {
+                let room = engine.create_room(&me, &name, kind).await?;
+                reply(ServerFrame::Room {
+                    room: RoomInfo::from(&room),
+                });
+            }
+            ClientFrame::Join { room, name } => {
+                let room = match (room, name) {
+                    (Some(r), _) => r,
+                    (None, Some(n)) => engine.public_room_by_name(&n).await?.id,
+                    (None, None) => return Err(Error::invalid("room", "give `room` or `name`")),
+                };
+                let room = engine.join(&me, room).await?;
+                reply(ServerFrame::Room {
+                    room: RoomInfo::from(&room),
+                });
+            }
+            ClientFrame::Leave { room } => {
+                engine.leave(&me, room).await?;
+                reply(ServerFrame::Ok);
+            }
+            ClientFrame::AddMember { room, username } => {
+                engine.add_member(&me, room, &username).await?;
+                reply(ServerFrame::Ok);
+            }
+            ClientFrame::Kick { room, username } => {
+                engine.kick(&me, room, &username).await?;
+                reply(ServerFrame::Ok);
+            }
+            ClientFrame::SetRole {
+                room,
+                username,
+                role,
+            } => {
+                engine.set_role(&me, room, &username, role).await?;
+                reply(ServerFrame::Ok);
+            }
+            ClientFrame::CreateInvite {
+                room,
+                ttl_secs,
+                max_uses,
+            } => {
+                let inv = engine
+                    .create_invite(&me, room, ttl_secs.map(Duration::from_secs), max_uses)
+                    .await?;
+                reply(ServerFrame::Invite {
+                    code: inv.code,
+                    room: inv.room,
+                    expires_at: inv.expires_at,
+                    max_uses: inv.max_uses,
+                });
+            }
+            ClientFrame::RedeemInvite { code } => {
+                let room = engine.redeem_invite(&me, &code).await?;
+                reply(ServerFrame::Room {
+                    room: RoomInfo::from(&room),
+                });
+            }
+            ClientFrame::MarkRead { room, seq } => {
+                let info = engine.mark_read(&me, room, seq).await?;
+                reply(ServerFrame::Unread(info));
+            }
+            ClientFrame::Rooms => {
+                let rooms = engine.rooms(&me).await?;
+                reply(ServerFrame::Rooms { rooms });
+            }
+            ClientFrame::PublicRooms => {
+                let rooms = engine.public_rooms().await?;
+                reply(ServerFrame::Rooms { rooms });
+            }
+            ClientFrame::Members { room } => {
+                let members = engine.members(&me, room).await?;
+                reply(ServerFrame::Members { room, members });
+            }
+            ClientFrame::Typing { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The sender's ack, queued after the append and before the message fans out.
+    fn ack(&self, id: Option<RequestId>) -> impl FnOnce(&Appended) + Send + 'static {
+        let shared = self.shared.clone();
+        move |a: &Appended| {
+            shared.push(Outgoing::new(
+                id,
+                ServerFrame::Sent {
+                    room: a.entry.room,
+                    seq: a.entry.seq,
+                    duplicate: a.duplicate,
+                },
+            ));
+        }
+    }
+
+    /// Subscribes with gapless replay. See `hub.rs` for why registration comes before the
+    /// access check and the store read.
+    async fn subscribe(
+        &mut self,
+        id: Option<RequestId>,
+        room: RoomId,
+        since: Option<Seq>,
+    ) -> Result<()> {
+        let hub = &self.engine.inner.hub;
+        let store = self.engine.store().clone();
+        if store.room(room).await?.is_none() {
+            return Err(Error::RoomNotFound(room));
+        }
+        if !hub.begin_subscribe(&self.shared, room) {
+            return Err(Error::LimitReached("subscriptions per session"));
+        }
+        let result = async {
+            self.engine.check_read(room, self.identity.user).await?;
+            let latest = store.latest_seq(room).await?;
+            let max_replay = self.engine.limits().max_replay as u64;
+            let (entries, gap) = match since {
+                None => (Vec::new(), None),
+                Some(s) if s > latest => {
+                    return Err(Error::SeqAhead {
+                        room,
+                        requested: s,
+                        latest,
+                    });
+                }
+                Some(s) if latest.0 - s.0 > max_replay => {
+                    let entries = store
+                        .history(
+                            room,
+                            HistoryQuery::Before(latest.next()),
+                            max_replay as usize,
+                        )
+                        .await?;
+                    let gap = SeqRange {
+                        from: s.next(),
+                        to: Seq(latest.0 - max_replay),
+                    };
+                    (
+                        entries,
+                        (max_replay > 0 || gap.from <= gap.to).then_some(gap),
+                    )
+                }
+                Some(s) => {
+                    let n = (latest.0 - s.0) as usize;
+                    let entries = if n == 0 {
+                        Vec::new()
+                    } else {
+                        store.history(room, HistoryQuery::After(s), n).await?
+                    };
+                    (entries, None)
+                }
+            };
+            Ok((latest, entries, gap))
+        }
+        .await;
+        let (latest, entries, gap) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                hub.abort_subscribe(&self.shared, room);
+                return Err(e);
+            }
+        };
+        let reply = Outgoing::new(
+            id,
+            ServerFrame::Subscribed {
+                room,
+                entries: entries.iter().map(Entry::from).collect(),
+                latest_seq: latest,
+                gap,
+            },
+        );
+        match hub.finish_subscribe(&self.shared, room, latest, reply) {
+            FinishOutcome::Live => Ok(()),
+            // Kicked or closed while we read; the `unsubscribed` frame says which.
+            FinishOutcome::Removed => Err(Error::NotMember(room)),
+        }
+    }
+
+    async fn typing(&mut self, room: RoomId) {
+        if !self.typing.try_take() {
+            return;
+        }
+        let subscribed = crate::hub::lock(&self.shared.rooms).contains(&room);
+        if !subscribed {
+            return;
+        }
+        let frame = Outgoing::event(ServerFrame::Typing {
+            room,
+            user: self.shared.info(),
+        });
+        self.engine
+            .inner
+            .hub
+            .broadcast(room, frame, Some(self.identity.user));
+        self.engine
+            .to_backplane(crate::backplane::RemoteEventKind::Typing {
+                room,
+                user: self.identity.user,
+                username: self.identity.username.clone(),
+            })
+            .await;
+    }
+}
