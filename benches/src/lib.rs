@@ -17,8 +17,12 @@ pub struct FanoutRig {
     pub engine: Engine,
     /// The room.
     pub room: RoomId,
-    /// The subscribers (kept alive: dropping a session unsubscribes it).
-    pub sessions: Vec<(Session, Outbox)>,
+    /// The subscribers' sessions (kept alive: dropping a session unsubscribes it).
+    pub sessions: Vec<Session>,
+    /// Their outboxes, in a vector of their own: a transport's writer holds only its outbox,
+    /// and the receive loop should not stride over session state (the broadcast baseline's
+    /// receivers are a compact vector too).
+    pub outboxes: Vec<Outbox>,
     next_seq: u64,
     body: String,
 }
@@ -37,6 +41,7 @@ impl FanoutRig {
             .await
             .expect("room");
         let mut sessions = Vec::with_capacity(n);
+        let mut outboxes = Vec::with_capacity(n);
         for i in 0..n {
             let u = engine
                 .store()
@@ -54,16 +59,18 @@ impl FanoutRig {
             .await;
             // Drop the `subscribed` reply and any presence events.
             while o.try_recv().is_some() {}
-            sessions.push((s, o));
+            sessions.push(s);
+            outboxes.push(o);
         }
         // Presence events of later subscribers reached earlier ones; clear them all.
-        for (_, o) in sessions.iter_mut() {
+        for o in outboxes.iter_mut() {
             while o.try_recv().is_some() {}
         }
         FanoutRig {
             engine,
             room: room.id,
             sessions,
+            outboxes,
             next_seq: 0,
             body: "x".repeat(body_bytes),
         }
@@ -90,7 +97,7 @@ impl FanoutRig {
             kind: RemoteEventKind::Entry(entry),
         });
         let mut received = 0;
-        for (_, o) in self.sessions.iter_mut() {
+        for o in self.outboxes.iter_mut() {
             if let Some(f) = o.try_recv() {
                 if matches!(f.response().frame, ServerFrame::Message(_)) {
                     received += 1;

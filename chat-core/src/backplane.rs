@@ -9,6 +9,7 @@
 use crate::error::Result;
 use crate::ids::{RoomId, UserId};
 use crate::model::LogEntry;
+use crate::protocol::ServerFrame;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub struct NodeId(pub u64);
 
 /// What nodes tell each other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoteEvent {
     /// The node that produced it.
     pub origin: NodeId,
@@ -27,7 +28,7 @@ pub struct RemoteEvent {
 }
 
 /// The kinds of event that cross nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum RemoteEventKind {
     /// A sequenced log entry was appended.
@@ -41,14 +42,23 @@ pub enum RemoteEventKind {
         /// True for a kick, false for a leave.
         kicked: bool,
     },
-    /// A typing indicator (ephemeral).
-    Typing {
+    /// An ephemeral frame for a room's live subscribers (typing, member changes).
+    RoomEvent {
         /// The room.
         room: RoomId,
-        /// Who is typing.
+        /// The frame.
+        frame: ServerFrame,
+        /// Sessions of this user are skipped (e.g. the typist).
+        except: Option<UserId>,
+    },
+    /// An ephemeral frame for one user's sessions (a room they were added to, a notice).
+    UserEvent {
+        /// The user.
         user: UserId,
-        /// Their name.
-        username: String,
+        /// Only their sessions subscribed to this room, if given.
+        room: Option<RoomId>,
+        /// The frame.
+        frame: ServerFrame,
     },
     /// Close every live session of a user (logout, revocation).
     CloseUser {

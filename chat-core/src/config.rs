@@ -45,6 +45,11 @@ pub struct Limits {
     /// Most out-of-order entries a room buffers while waiting for a missing seq; past this the
     /// gap is filled from the store at once. Default 4096.
     pub max_reorder_buffer: usize,
+    /// Rooms with more live subscribers than this on a node do not broadcast `presence`
+    /// events. Default 1000. Each join or leave would otherwise cost one frame per subscriber
+    /// (O(N²) frames while a big room fills up) and flood idle clients' queues; in big rooms,
+    /// clients ask `members` for who is online instead.
+    pub presence_broadcast_max: usize,
     /// Lifetime of a login token. Default 7 days.
     pub token_ttl: Duration,
     /// Default lifetime of an invite. Default 7 days.
@@ -75,6 +80,7 @@ impl Default for Limits {
             typing_burst: 3.0,
             gap_fill_after: Duration::from_millis(250),
             max_reorder_buffer: 4096,
+            presence_broadcast_max: 1000,
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             invite_ttl: Duration::from_secs(7 * 24 * 3600),
             max_password_bytes: 1024,

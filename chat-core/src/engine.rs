@@ -166,6 +166,11 @@ impl Engine {
         self.st().room(room).await?.ok_or(Error::RoomNotFound(room))
     }
 
+    /// Whether `user` is a member of `room`.
+    pub async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool> {
+        Ok(self.role_of(room, user).await?.is_some())
+    }
+
     async fn role_of(&self, room: RoomId, user: UserId) -> Result<Option<Role>> {
         Ok(self.st().member(room, user).await?.map(|m| m.role))
     }
@@ -218,7 +223,7 @@ impl Engine {
                 at: Timestamp::now(),
             })
             .await?;
-        self.tell_user_about_room(owner.user, &room);
+        self.tell_user_about_room(owner.user, &room).await;
         Ok(room)
     }
 
@@ -268,8 +273,9 @@ impl Engine {
             .add_member(room, who.user, Role::Member, Timestamp::now())
             .await?
         {
-            self.member_changed(room, who.user, &who.username, MemberChange::Joined);
-            self.tell_user_about_room(who.user, &r);
+            self.member_changed(room, who.user, &who.username, MemberChange::Joined)
+                .await;
+            self.tell_user_about_room(who.user, &r).await;
         }
         Ok(r)
     }
@@ -279,7 +285,7 @@ impl Engine {
         self.st()
             .public_room_by_name(name.trim())
             .await?
-            .ok_or_else(|| Error::invalid("name", format!("no public room is named {name:?}")))
+            .ok_or_else(|| Error::RoomNameNotFound(name.trim().to_string()))
     }
 
     /// Leaves a room. When this returns, none of the user's sessions receives the room any
@@ -293,7 +299,8 @@ impl Engine {
             return Err(Error::NotMember(room));
         }
         self.removed(room, who.user, false).await;
-        self.member_changed(room, who.user, &who.username, MemberChange::Left);
+        self.member_changed(room, who.user, &who.username, MemberChange::Left)
+            .await;
         Ok(())
     }
 
@@ -310,8 +317,9 @@ impl Engine {
             .add_member(room, user.id, Role::Member, Timestamp::now())
             .await?
         {
-            self.member_changed(room, user.id, &user.username, MemberChange::Joined);
-            self.tell_user_about_room(user.id, &r);
+            self.member_changed(room, user.id, &user.username, MemberChange::Joined)
+                .await;
+            self.tell_user_about_room(user.id, &r).await;
         }
         Ok(())
     }
@@ -336,7 +344,8 @@ impl Engine {
         }
         self.st().remove_member(room, user.id).await?;
         self.removed(room, user.id, true).await;
-        self.member_changed(room, user.id, &user.username, MemberChange::Kicked);
+        self.member_changed(room, user.id, &user.username, MemberChange::Kicked)
+            .await;
         Ok(())
     }
 
@@ -351,13 +360,15 @@ impl Engine {
         if role == Role::Owner {
             return Err(Error::invalid("role", "a room has exactly one owner"));
         }
+        self.room_or_404(room).await?;
         self.require_role(room, actor.user, Role::Owner).await?;
         let user = self.user_by_name(username).await?;
         if user.id == actor.user {
             return Err(Error::invalid("username", "the owner's role cannot change"));
         }
         self.st().set_role(room, user.id, role).await?;
-        self.member_changed(room, user.id, &user.username, MemberChange::Role(role));
+        self.member_changed(room, user.id, &user.username, MemberChange::Role(role))
+            .await;
         Ok(())
     }
 
@@ -481,8 +492,9 @@ impl Engine {
             .redeem_invite(code, who.user, Timestamp::now())
             .await?;
         if !was_member {
-            self.member_changed(room.id, who.user, &who.username, MemberChange::Joined);
-            self.tell_user_about_room(who.user, &room);
+            self.member_changed(room.id, who.user, &who.username, MemberChange::Joined)
+                .await;
+            self.tell_user_about_room(who.user, &room).await;
         }
         Ok(room)
     }
@@ -593,7 +605,7 @@ impl Engine {
         if appended.entry.seq == Seq(1) && !appended.duplicate {
             // A new conversation: tell both users' sessions it exists.
             for m in self.st().members(room.id).await? {
-                self.tell_user_about_room(m.user, &room);
+                self.tell_user_about_room(m.user, &room).await;
             }
         }
         Ok(appended)
@@ -625,35 +637,35 @@ impl Engine {
                 has_more: false,
             });
         }
-        let mut entries = self.st().history(room, query, limit + 1).await?;
-        let has_more = entries.len() > limit;
-        if has_more {
-            match query {
-                HistoryQuery::Before(_) => {
-                    entries.remove(0);
+        let entries = self.st().history(room, query, limit).await?;
+        // Seqs are gap-free from 1, so whether more exist follows from the seqs themselves;
+        // no need to over-read (which the store's page cap would defeat for full pages).
+        let has_more = match query {
+            HistoryQuery::Before(_) => entries.first().is_some_and(|e| e.seq > Seq(1)),
+            HistoryQuery::After(_) => match entries.last() {
+                Some(last) if entries.len() == limit => {
+                    self.st().latest_seq(room).await? > last.seq
                 }
-                HistoryQuery::After(_) => {
-                    entries.pop();
-                }
-            }
-        }
+                _ => false,
+            },
+        };
         Ok(HistoryPage { entries, has_more })
     }
 
     /// Moves a member's read marker forward (to at most the room's latest seq).
     pub async fn mark_read(&self, who: &Identity, room: RoomId, seq: Seq) -> Result<UnreadInfo> {
+        // Membership first: a non-member must not learn a private room's latest seq.
+        if self.role_of(room, who.user).await?.is_none() {
+            self.room_or_404(room).await?;
+            return Err(Error::NotMember(room));
+        }
         let latest = self.st().latest_seq(room).await?;
         if seq > latest {
-            self.room_or_404(room).await?;
             return Err(Error::SeqAhead {
                 room,
                 requested: seq,
                 latest,
             });
-        }
-        if self.role_of(room, who.user).await?.is_none() {
-            self.room_or_404(room).await?;
-            return Err(Error::NotMember(room));
         }
         self.st().mark_read(room, who.user, seq).await?;
         let unread = self.st().unread(who.user).await?;
@@ -671,19 +683,20 @@ impl Engine {
 
     // ----- server-side delivery -----
 
-    /// Sends a notice (not stored) to every live session of `user`; with `room`, only to
-    /// the sessions subscribed to it. Returns how many sessions it was queued for.
-    pub fn notify_user(
+    /// Sends a notice (not stored) to every live session of `user`, on every node; with
+    /// `room`, only to the sessions subscribed to it. Returns how many sessions on this node
+    /// it was queued for.
+    pub async fn notify_user(
         &self,
         user: UserId,
         room: Option<RoomId>,
         body: impl Into<String>,
     ) -> usize {
-        let frame = Outgoing::event(ServerFrame::Notice {
+        let frame = ServerFrame::Notice {
             room,
             body: body.into(),
-        });
-        self.inner.hub.send_to_user(user, room, frame)
+        };
+        self.user_event(user, room, frame).await
     }
 
     /// Closes every live session of `user` on this node and the others.
@@ -729,16 +742,19 @@ impl Engine {
                 };
                 self.inner.hub.remove_user(room, user, reason);
             }
-            RemoteEventKind::Typing {
+            RemoteEventKind::RoomEvent {
                 room,
-                user,
-                username,
+                frame,
+                except,
             } => {
-                let frame = Outgoing::event(ServerFrame::Typing {
-                    room,
-                    user: UserInfo { id: user, username },
-                });
-                self.inner.hub.broadcast(room, frame, Some(user));
+                self.inner
+                    .hub
+                    .broadcast(room, Outgoing::event(frame), except);
+            }
+            RemoteEventKind::UserEvent { user, room, frame } => {
+                self.inner
+                    .hub
+                    .send_to_user(user, room, Outgoing::event(frame));
             }
             RemoteEventKind::CloseUser { user } => {
                 self.inner.hub.close_user(user, CloseReason::Revoked);
@@ -759,7 +775,7 @@ impl Engine {
     }
 
     /// Repairs a gap in a room's delivery from the store (see `hub.rs`).
-    fn spawn_gap_fill(&self, room: RoomId) {
+    pub(crate) fn spawn_gap_fill(&self, room: RoomId) {
         let this = self.clone();
         tokio::spawn(async move {
             let wait = this.inner.limits.gap_fill_after;
@@ -798,23 +814,64 @@ impl Engine {
             .await;
     }
 
-    fn member_changed(&self, room: RoomId, user: UserId, username: &str, change: MemberChange) {
-        let frame = Outgoing::event(ServerFrame::MemberChanged {
+    /// Tells the room's live subscribers, and every session of the member concerned (who may
+    /// not be subscribed, e.g. after a kick), on every node.
+    async fn member_changed(
+        &self,
+        room: RoomId,
+        user: UserId,
+        username: &str,
+        change: MemberChange,
+    ) {
+        let frame = ServerFrame::MemberChanged {
             room,
             user: UserInfo {
                 id: user,
                 username: username.to_string(),
             },
             change,
-        });
-        self.inner.hub.broadcast(room, frame, None);
+        };
+        self.room_event(room, frame.clone(), None).await;
+        if matches!(change, MemberChange::Kicked | MemberChange::Left) {
+            self.user_event(user, None, frame).await;
+        }
     }
 
-    fn tell_user_about_room(&self, user: UserId, room: &Room) {
-        let frame = Outgoing::event(ServerFrame::Room {
+    async fn tell_user_about_room(&self, user: UserId, room: &Room) {
+        let frame = ServerFrame::Room {
             room: RoomInfo::from(room),
-        });
-        self.inner.hub.send_to_user(user, None, frame);
+        };
+        self.user_event(user, None, frame).await;
+    }
+
+    /// An ephemeral frame for a room's live subscribers on every node.
+    pub(crate) async fn room_event(
+        &self,
+        room: RoomId,
+        frame: ServerFrame,
+        except: Option<UserId>,
+    ) {
+        self.inner
+            .hub
+            .broadcast(room, Outgoing::event(frame.clone()), except);
+        self.to_backplane(RemoteEventKind::RoomEvent {
+            room,
+            frame,
+            except,
+        })
+        .await;
+    }
+
+    /// An ephemeral frame for one user's sessions on every node; returns how many sessions
+    /// on this node it was queued for.
+    async fn user_event(&self, user: UserId, room: Option<RoomId>, frame: ServerFrame) -> usize {
+        let n = self
+            .inner
+            .hub
+            .send_to_user(user, room, Outgoing::event(frame.clone()));
+        self.to_backplane(RemoteEventKind::UserEvent { user, room, frame })
+            .await;
+        n
     }
 
     pub(crate) async fn to_backplane(&self, kind: RemoteEventKind) {

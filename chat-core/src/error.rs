@@ -39,6 +39,9 @@ pub enum Error {
     /// No such room.
     #[error("room {0} does not exist")]
     RoomNotFound(RoomId),
+    /// No public room has this name.
+    #[error("no public room is named {0:?}")]
+    RoomNameNotFound(String),
     /// No such user.
     #[error("user {0:?} does not exist")]
     UserNotFound(String),
@@ -101,9 +104,6 @@ pub enum Error {
         /// Details for logs.
         message: String,
     },
-    /// The engine is shutting down or the session is closed.
-    #[error("closed")]
-    Closed,
     /// A bug or an invariant violation; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -173,8 +173,6 @@ pub enum ErrorCode {
     InviteExhausted,
     /// Store failure; the request did not take effect.
     StorageError,
-    /// Session or engine closed.
-    Closed,
     /// Server bug.
     Internal,
 }
@@ -203,7 +201,6 @@ impl ErrorCode {
             ErrorCode::InviteExpired => "invite_expired",
             ErrorCode::InviteExhausted => "invite_exhausted",
             ErrorCode::StorageError => "storage_error",
-            ErrorCode::Closed => "closed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -230,7 +227,6 @@ impl ErrorCode {
         ErrorCode::InviteExpired,
         ErrorCode::InviteExhausted,
         ErrorCode::StorageError,
-        ErrorCode::Closed,
         ErrorCode::Internal,
     ];
 }
@@ -251,7 +247,7 @@ impl Error {
             Error::InvalidCredentials => ErrorCode::InvalidCredentials,
             Error::InvalidToken => ErrorCode::InvalidToken,
             Error::Forbidden(_) => ErrorCode::Forbidden,
-            Error::RoomNotFound(_) => ErrorCode::RoomNotFound,
+            Error::RoomNotFound(_) | Error::RoomNameNotFound(_) => ErrorCode::RoomNotFound,
             Error::UserNotFound(_) => ErrorCode::UserNotFound,
             Error::NotMember(_) => ErrorCode::NotMember,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
@@ -265,7 +261,6 @@ impl Error {
             Error::InviteExpired => ErrorCode::InviteExpired,
             Error::InviteExhausted => ErrorCode::InviteExhausted,
             Error::Storage { .. } => ErrorCode::StorageError,
-            Error::Closed => ErrorCode::Closed,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

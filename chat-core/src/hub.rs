@@ -31,11 +31,11 @@
 use crate::config::Limits;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::{Entry, Outgoing, ServerFrame, UnsubscribeReason, UserInfo};
+use crate::queue::{PushError, Queue};
 use dashmap::DashMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Why the engine closed a session. Transports map these to close codes.
@@ -101,7 +101,7 @@ pub(crate) struct SessionShared {
     pub(crate) username: String,
     /// The login token this session authenticated with, so revoking it closes the session.
     pub(crate) token_hash: Option<[u8; 32]>,
-    pub(crate) tx: mpsc::Sender<Arc<Outgoing>>,
+    pub(crate) queue: Arc<Queue>,
     pub(crate) close: CloseSignal,
     /// Rooms this session is subscribed to (for clean-up). Locked briefly, never across await.
     pub(crate) rooms: Mutex<HashSet<RoomId>>,
@@ -111,13 +111,13 @@ impl SessionShared {
     /// Queues a frame without waiting. On a full queue the session is closed as a slow
     /// consumer; returns whether the frame was queued.
     pub(crate) fn push(&self, frame: Arc<Outgoing>) -> bool {
-        match self.tx.try_send(frame) {
+        match self.queue.push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.close.close(CloseReason::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -157,10 +157,16 @@ pub(crate) struct FillRequest {
 /// Outcome of `finish_subscribe`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FinishOutcome {
-    /// Live.
-    Live,
+    /// Live. With `fill`, a gap is open above the replay: the engine should schedule a fill.
+    Live {
+        /// Whether to schedule a gap fill.
+        fill: bool,
+    },
     /// The session was removed while syncing (kicked, closed, queue overflow).
     Removed,
+    /// The room has released entries up to this seq, past the caller's read: read the rest
+    /// from the store and call again.
+    Behind(Seq),
 }
 
 impl Hub {
@@ -189,21 +195,21 @@ impl Hub {
         user: UserId,
         username: String,
         token_hash: Option<[u8; 32]>,
-    ) -> (Arc<SessionShared>, mpsc::Receiver<Arc<Outgoing>>) {
-        let (tx, rx) = mpsc::channel(self.limits.session_queue.max(1));
+    ) -> Arc<SessionShared> {
+        let queue = Queue::new(self.limits.session_queue);
         let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
         let shared = Arc::new(SessionShared {
             id,
             user,
             username,
             token_hash,
-            tx,
+            queue,
             close: CloseSignal::default(),
             rooms: Mutex::new(HashSet::new()),
         });
         self.sessions.insert(id, shared.clone());
         self.users.entry(user).or_default().push(shared.clone());
-        (shared, rx)
+        shared
     }
 
     /// Forgets a session and drops all its subscriptions.
@@ -307,20 +313,23 @@ impl Hub {
             let ch = self
                 .rooms
                 .entry(room)
-                .or_insert_with(|| Arc::new(RoomChannel::new(room)))
+                .or_insert_with(|| {
+                    Arc::new(RoomChannel::new(room, self.limits.presence_broadcast_max))
+                })
                 .clone();
             let mut g = ch.lock();
             if g.dead {
                 // Removed between the look-up and the lock; a fresh channel will be made.
                 continue;
             }
-            g.remove_sub(session.id);
+            // A re-subscribe replaces the session's subscription. If it was live, its presence
+            // is carried over silently so that others see no offline/online flap.
+            let rejoin = g.take_for_resubscribe(session.id);
             let idx = g.subs.len();
             g.subs.push(Sub {
+                queue: session.queue.clone(),
                 session: session.clone(),
-                state: SubState::Syncing {
-                    buffered: Vec::new(),
-                },
+                state: SubState::Syncing { rejoin },
             });
             g.index.insert(session.id, idx);
             return true;
@@ -335,12 +344,12 @@ impl Hub {
         session: &SessionShared,
         room: RoomId,
         history_last: Seq,
-        reply: Arc<Outgoing>,
+        reply: impl FnOnce() -> Arc<Outgoing>,
     ) -> FinishOutcome {
         let Some(ch) = self.channel(room) else {
             return FinishOutcome::Removed;
         };
-        let outcome = ch.finish_subscribe(session.id, history_last, reply, &self.limits);
+        let outcome = ch.finish_subscribe(session.id, history_last, reply);
         if outcome == FinishOutcome::Removed {
             lock(&session.rooms).remove(&room);
             self.drop_channel_if_empty(room);
@@ -478,22 +487,46 @@ struct RoomInner {
     online: HashMap<UserId, u32>,
     /// Subscribers whose queue overflowed during the current operation.
     overflowed: Vec<SessionId>,
+    /// Presence is broadcast only while the room has at most this many subscribers
+    /// ([`Limits::presence_broadcast_max`]).
+    presence_max: usize,
 }
 
 struct Sub {
+    /// The session's queue, held directly: the fan-out loop touches nothing else of the
+    /// session unless the push fails.
+    queue: Arc<Queue>,
     session: Arc<SessionShared>,
     state: SubState,
 }
 
+impl Sub {
+    /// Queues a frame; on overflow closes the session as a slow consumer. Returns whether it
+    /// was queued.
+    fn push(&self, frame: Arc<Outgoing>) -> bool {
+        match self.queue.push(frame) {
+            Ok(()) => true,
+            Err(PushError::Full) => {
+                self.session.close.close(CloseReason::SlowConsumer);
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+}
+
 enum SubState {
-    /// Reading the store; entries that arrive meanwhile are kept here, unordered.
-    Syncing { buffered: Vec<(Seq, Arc<Outgoing>)> },
+    /// Reading the store; receives nothing until `finish_subscribe` makes it live.
+    Syncing {
+        /// Replaces a live subscription of the same session, whose presence others still see.
+        rejoin: bool,
+    },
     /// Receiving entries with `seq > after`.
     Live { after: Seq },
 }
 
 impl RoomChannel {
-    fn new(room: RoomId) -> RoomChannel {
+    fn new(room: RoomId, presence_max: usize) -> RoomChannel {
         RoomChannel {
             inner: Mutex::new(RoomInner {
                 room,
@@ -506,6 +539,7 @@ impl RoomChannel {
                 index: HashMap::new(),
                 online: HashMap::new(),
                 overflowed: Vec::new(),
+                presence_max,
             }),
         }
     }
@@ -521,26 +555,17 @@ impl RoomChannel {
         if g.dead {
             return (false, false);
         }
-        // Syncing subscribers keep every arrival; they sort it out when they go live.
-        let cap = limits.session_queue.max(1);
-        let mut overflow = Vec::new();
-        for sub in g.subs.iter_mut() {
-            if let SubState::Syncing { buffered } = &mut sub.state {
-                if buffered.len() >= cap {
-                    sub.session.close.close(CloseReason::SlowConsumer);
-                    overflow.push(sub.session.id);
-                } else {
-                    buffered.push((seq, frame.clone()));
-                }
-            }
-        }
-        g.overflowed.extend(overflow);
         if seq > g.highest_seen {
             g.highest_seen = seq;
         }
         let mut fill = false;
         match g.last {
             Some(last) if seq <= last => {}
+            // The common case: the next seq, nothing waiting. Straight out.
+            Some(last) if seq == last.next() && g.pending.is_empty() => {
+                g.fan_out(seq, &frame);
+                g.last = Some(seq);
+            }
             _ => {
                 if g.pending.len() >= limits.max_reorder_buffer {
                     // Bounded: forget the newest; the gap filler reads it back from the store
@@ -566,60 +591,50 @@ impl RoomChannel {
         &self,
         session: SessionId,
         history_last: Seq,
-        reply: Arc<Outgoing>,
-        _limits: &Limits,
+        reply: impl FnOnce() -> Arc<Outgoing>,
     ) -> FinishOutcome {
         let mut g = self.lock();
         let Some(&idx) = g.index.get(&session) else {
             return FinishOutcome::Removed;
         };
-        let buffered = match std::mem::replace(
+        match g.last {
+            // The room released entries past our read while we read: they are committed
+            // (`last` never passes a committed seq), so read them and come back.
+            Some(last) if last > history_last => return FinishOutcome::Behind(last),
+            Some(_) => {}
+            None => {
+                // First subscriber to go live: the log stands at `history_last`. Entries at or
+                // below it that are still on their way are in every subscriber's replay.
+                g.last = Some(history_last);
+                g.pending = g.pending.split_off(&history_last.next());
+            }
+        }
+        let rejoin = match std::mem::replace(
             &mut g.subs[idx].state,
             SubState::Live {
                 after: history_last,
             },
         ) {
-            SubState::Syncing { buffered } => buffered,
-            SubState::Live { .. } => Vec::new(),
+            SubState::Syncing { rejoin } => rejoin,
+            SubState::Live { .. } => false,
         };
         let sub_session = g.subs[idx].session.clone();
-        if !sub_session.push(reply) {
+        if !sub_session.push(reply()) {
             g.overflowed.push(session);
             g.reap();
             return FinishOutcome::Removed;
         }
-        match g.last {
-            None => {
-                // First subscriber to go live: the log stands at `history_last`.
-                g.last = Some(history_last);
-                g.pending = g.pending.split_off(&history_last.next());
-                g.drain();
-            }
-            Some(last) if last > history_last => {
-                // The room delivered past our read while we were reading; those entries are
-                // in our buffer (they arrived after we registered).
-                let mut catch_up: Vec<(Seq, Arc<Outgoing>)> = buffered
-                    .into_iter()
-                    .filter(|(s, _)| *s > history_last && *s <= last)
-                    .collect();
-                catch_up.sort_by_key(|(s, _)| *s);
-                catch_up.dedup_by_key(|(s, _)| *s);
-                debug_assert_eq!(catch_up.len() as u64, last.0 - history_last.0);
-                for (_, f) in catch_up {
-                    if !sub_session.push(f) {
-                        g.overflowed.push(session);
-                        break;
-                    }
-                }
-                g.subs[idx].state = SubState::Live { after: last };
-            }
-            Some(_) => {}
+        // Entries above our read that already arrived out of order follow now, in order.
+        g.drain();
+        let fill = g.last.is_some_and(|l| g.highest_seen > l) && !g.fill_scheduled;
+        if fill {
+            g.fill_scheduled = true;
         }
         // Presence: count the session once it is live.
         let user = sub_session.user;
         let count = g.online.entry(user).or_insert(0);
         *count += 1;
-        if *count == 1 {
+        if *count == 1 && !rejoin && g.subs.len() <= g.presence_max {
             let frame = Outgoing::event(ServerFrame::Presence {
                 room: g.room,
                 user: sub_session.info(),
@@ -632,7 +647,7 @@ impl RoomChannel {
         if removed {
             FinishOutcome::Removed
         } else {
-            FinishOutcome::Live
+            FinishOutcome::Live { fill }
         }
     }
 
@@ -682,7 +697,7 @@ impl RoomInner {
             if let SubState::Live { after } = &mut sub.state {
                 if seq > *after {
                     *after = seq;
-                    if !sub.session.push(frame.clone()) {
+                    if !sub.push(frame.clone()) {
                         self.overflowed.push(sub.session.id);
                     }
                 }
@@ -694,7 +709,7 @@ impl RoomInner {
         for sub in self.subs.iter() {
             if matches!(sub.state, SubState::Live { .. })
                 && Some(sub.session.user) != except
-                && !sub.session.push(frame.clone())
+                && !sub.push(frame.clone())
             {
                 self.overflowed.push(sub.session.id);
             }
@@ -711,29 +726,64 @@ impl RoomInner {
         }
     }
 
-    fn remove_sub(&mut self, session: SessionId) -> Option<Arc<SessionShared>> {
+    fn detach(&mut self, session: SessionId) -> Option<Sub> {
         let idx = self.index.remove(&session)?;
         let sub = self.subs.swap_remove(idx);
         if idx < self.subs.len() {
             let moved = self.subs[idx].session.id;
             self.index.insert(moved, idx);
         }
-        if matches!(sub.state, SubState::Live { .. }) {
-            let user = sub.session.user;
-            if let Some(count) = self.online.get_mut(&user) {
+        Some(sub)
+    }
+
+    /// Counts one live session of `user` less; returns whether that was their last one.
+    fn went_offline(&mut self, user: UserId) -> bool {
+        match self.online.get_mut(&user) {
+            Some(count) if *count > 1 => {
                 *count -= 1;
-                if *count == 0 {
-                    self.online.remove(&user);
-                    let frame = Outgoing::event(ServerFrame::Presence {
-                        room: self.room,
-                        user: sub.session.info(),
-                        online: false,
-                    });
-                    self.broadcast(&frame, Some(user));
-                }
+                false
             }
+            Some(_) => {
+                self.online.remove(&user);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove_sub(&mut self, session: SessionId) -> Option<Arc<SessionShared>> {
+        let sub = self.detach(session)?;
+        let user = sub.session.user;
+        let offline = match sub.state {
+            SubState::Live { .. } => self.went_offline(user),
+            // A failed re-subscribe: others still see the old presence.
+            SubState::Syncing { rejoin: true, .. } => !self.online.contains_key(&user),
+            SubState::Syncing { rejoin: false, .. } => false,
+        };
+        if offline && self.subs.len() <= self.presence_max {
+            let frame = Outgoing::event(ServerFrame::Presence {
+                room: self.room,
+                user: sub.session.info(),
+                online: false,
+            });
+            self.broadcast(&frame, Some(user));
         }
         Some(sub.session)
+    }
+
+    /// Removes a session's subscription for a re-subscribe, without presence events. Returns
+    /// whether others currently see the user online through it.
+    fn take_for_resubscribe(&mut self, session: SessionId) -> bool {
+        let Some(sub) = self.detach(session) else {
+            return false;
+        };
+        match sub.state {
+            // If other sessions keep the user online, there is nothing to carry over.
+            SubState::Live { .. } => self.went_offline(sub.session.user),
+            SubState::Syncing { rejoin, .. } => {
+                rejoin && !self.online.contains_key(&sub.session.user)
+            }
+        }
     }
 }
 

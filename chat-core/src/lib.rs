@@ -49,12 +49,14 @@
 pub mod auth;
 pub mod backplane;
 pub mod config;
+pub mod conn;
 pub mod engine;
 pub mod error;
 mod hub;
 pub mod ids;
 pub mod model;
 pub mod protocol;
+mod queue;
 pub mod ratelimit;
 pub mod session;
 pub mod store;

@@ -11,8 +11,9 @@
 //!
 //! postcard cannot decode serde's internally-tagged enums (they need `deserialize_any`), so
 //! the frames derive serde's default external tagging and the JSON codec reshapes
-//! `{"send":{..}}` into `{"type":"send",..}` and back. Field names `type` and `id` are
-//! therefore reserved in frame bodies.
+//! `{"send":{..}}` into `{"type":"send",..}` and back. Field names `type`, `id` and `value`
+//! (which carries the payload of a newtype variant around a non-object) are therefore
+//! reserved in frame bodies.
 //!
 //! Fan-out frames are encoded at most once per codec: see [`Outgoing`].
 
@@ -116,7 +117,7 @@ pub enum ClientFrame {
         /// The room.
         room: RoomId,
     },
-    /// An owner or admin adds a user to a group room. Answered by `ok`.
+    /// An owner or admin adds a user to a group or public room. Answered by `ok`.
     AddMember {
         /// The room.
         room: RoomId,
@@ -476,8 +477,6 @@ pub struct WireLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnsubscribeReason {
-    /// The client asked.
-    Requested,
     /// The user left the room (possibly from another session).
     Left,
     /// The user was kicked.

@@ -25,7 +25,6 @@ use crate::ratelimit::TokenBucket;
 use crate::store::MAX_HISTORY_PAGE;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// What a transport writes next.
 #[derive(Debug)]
@@ -39,8 +38,16 @@ pub enum Outbound {
 
 /// The outbound side of a session: a bounded queue of frames plus the close signal.
 pub struct Outbox {
-    rx: mpsc::Receiver<Arc<Outgoing>>,
+    /// Held directly (not through `shared`): the writer's hot path touches only the queue.
+    queue: Arc<crate::queue::Queue>,
     shared: Arc<SessionShared>,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // Nobody will write these frames: refuse new ones so the hub drops the subscriber.
+        self.queue.close();
+    }
 }
 
 impl Outbox {
@@ -50,7 +57,7 @@ impl Outbox {
         tokio::select! {
             biased;
             reason = self.shared.close.closed() => Outbound::Close(reason),
-            frame = self.rx.recv() => match frame {
+            frame = self.queue.recv() => match frame {
                 Some(f) => Outbound::Frame(f),
                 None => Outbound::Close(CloseReason::Shutdown),
             },
@@ -60,17 +67,23 @@ impl Outbox {
     /// A queued frame, if any, without waiting. Transports use it to batch several frames
     /// into one write and one flush.
     pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
-        self.rx.try_recv().ok()
+        self.queue.try_recv()
+    }
+
+    /// Moves up to `max` queued frames into `out` with one lock; returns how many. The cheap
+    /// way for a writer to build a batch.
+    pub fn drain_into(&mut self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
+        self.queue.drain_into(out, max)
     }
 
     /// Frames waiting in the queue.
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.queue.len()
     }
 
     /// Whether no frame is waiting.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.len() == 0
     }
 
     /// This session's id.
@@ -96,7 +109,7 @@ impl Engine {
     /// Opens a session for an identity the transport has already authenticated (e.g. during
     /// the WebSocket handshake). The client may still send `hello` to check the version.
     pub fn open_session(&self, identity: Identity) -> (Session, Outbox) {
-        let (shared, rx) = self.inner.hub.register_session(
+        let shared = self.inner.hub.register_session(
             identity.user,
             identity.username.clone(),
             identity.token_hash,
@@ -110,7 +123,8 @@ impl Engine {
             typing: TokenBucket::new(limits.typing_per_second, limits.typing_burst),
             violations: 0,
         };
-        (session, Outbox { rx, shared })
+        let queue = shared.queue.clone();
+        (session, Outbox { queue, shared })
     }
 
     /// Opens a session whose first exchange is a `hello` carrying credentials (TCP binary
@@ -228,7 +242,7 @@ impl Session {
         match codec.decode_request(bytes) {
             Ok(req) => self.handle(req).await,
             Err(e) => {
-                if self.admit() {
+                if self.admit(None) {
                     self.push_error(None, &e);
                 }
             }
@@ -237,7 +251,11 @@ impl Session {
 
     /// Applies the request rate limit. Over it, the client gets `rate_limited`; a client that
     /// keeps going is closed as a policy violation.
-    fn admit(&mut self) -> bool {
+    ///
+    /// A refused request that carries an id is always answered (its sender is waiting for that
+    /// id); refused fire-and-forget frames are answered on the first refusal and every tenth,
+    /// so a flood does not fill the flooder's own queue with errors.
+    fn admit(&mut self, id: Option<RequestId>) -> bool {
         if self.requests.try_take() {
             self.violations = 0;
             return true;
@@ -245,9 +263,8 @@ impl Session {
         self.violations += 1;
         if self.violations >= self.engine.limits().max_rate_violations {
             self.shared.close.close(CloseReason::PolicyViolation);
-        } else if self.violations == 1 || self.violations % 10 == 0 {
-            // Tell the client, but do not let a flood fill its own queue with errors.
-            self.push_error(None, &Error::RateLimited);
+        } else if id.is_some() || self.violations == 1 || self.violations % 10 == 0 {
+            self.push_error(id, &Error::RateLimited);
         }
         false
     }
@@ -262,7 +279,7 @@ impl Session {
             self.typing(room).await;
             return;
         }
-        if !self.admit() {
+        if !self.admit(req.id) {
             return;
         }
         let id = req.id;
@@ -441,13 +458,26 @@ impl Session {
     ) -> Result<()> {
         let hub = &self.engine.inner.hub;
         let store = self.engine.store().clone();
-        if store.room(room).await?.is_none() {
-            return Err(Error::RoomNotFound(room));
+        // Checks that can fail on the client's input come first, before registration, so
+        // that a bad re-subscribe leaves an existing subscription alone. (A seq that is not
+        // ahead now never becomes ahead: latest only grows.)
+        self.engine.check_read(room, self.identity.user).await?;
+        if let Some(s) = since {
+            let latest = store.latest_seq(room).await?;
+            if s > latest {
+                return Err(Error::SeqAhead {
+                    room,
+                    requested: s,
+                    latest,
+                });
+            }
         }
         if !hub.begin_subscribe(&self.shared, room) {
             return Err(Error::LimitReached("subscriptions per session"));
         }
         let result = async {
+            // Again after registration: a kick that raced with us either happened before this
+            // check (we fail) or after the registration (it removed us; see hub.rs).
             self.engine.check_read(room, self.identity.user).await?;
             let latest = store.latest_seq(room).await?;
             let max_replay = self.engine.limits().max_replay as u64;
@@ -472,10 +502,7 @@ impl Session {
                         from: s.next(),
                         to: Seq(latest.0 - max_replay),
                     };
-                    (
-                        entries,
-                        (max_replay > 0 || gap.from <= gap.to).then_some(gap),
-                    )
+                    (entries, Some(gap))
                 }
                 Some(s) => {
                     let n = (latest.0 - s.0) as usize;
@@ -490,26 +517,60 @@ impl Session {
             Ok((latest, entries, gap))
         }
         .await;
-        let (latest, entries, gap) = match result {
+        let (latest, mut entries, gap) = match result {
             Ok(v) => v,
             Err(e) => {
                 hub.abort_subscribe(&self.shared, room);
                 return Err(e);
             }
         };
-        let reply = Outgoing::new(
-            id,
-            ServerFrame::Subscribed {
-                room,
-                entries: entries.iter().map(Entry::from).collect(),
-                latest_seq: latest,
-                gap,
-            },
-        );
-        match hub.finish_subscribe(&self.shared, room, latest, reply) {
-            FinishOutcome::Live => Ok(()),
-            // Kicked or closed while we read; the `unsubscribed` frame says which.
-            FinishOutcome::Removed => Err(Error::NotMember(room)),
+        let mut history_last = latest;
+        loop {
+            let reply = || {
+                Outgoing::new(
+                    id,
+                    ServerFrame::Subscribed {
+                        room,
+                        entries: entries.iter().map(Entry::from).collect(),
+                        latest_seq: history_last,
+                        gap,
+                    },
+                )
+            };
+            match hub.finish_subscribe(&self.shared, room, history_last, reply) {
+                FinishOutcome::Live { fill } => {
+                    if fill {
+                        self.engine.spawn_gap_fill(room);
+                    }
+                    return Ok(());
+                }
+                // Kicked or closed while we read; the `unsubscribed` frame says which.
+                FinishOutcome::Removed => return Err(Error::NotMember(room)),
+                // Without `since_seq` the client wants only what comes next: start there.
+                FinishOutcome::Behind(last) if since.is_none() => history_last = last,
+                // The room moved on while we read; the rest is committed, so read it too.
+                FinishOutcome::Behind(last) => {
+                    let want = (last.0 - history_last.0) as usize;
+                    let more = match store
+                        .history(room, HistoryQuery::After(history_last), want)
+                        .await
+                    {
+                        Ok(more) if !more.is_empty() => more,
+                        Ok(_) => {
+                            hub.abort_subscribe(&self.shared, room);
+                            return Err(Error::Internal(format!(
+                                "room {room}: seqs up to {last} were released but are not in the store"
+                            )));
+                        }
+                        Err(e) => {
+                            hub.abort_subscribe(&self.shared, room);
+                            return Err(e);
+                        }
+                    };
+                    history_last = more.last().map(|e| e.seq).unwrap_or(history_last);
+                    entries.extend(more);
+                }
+            }
         }
     }
 
@@ -518,23 +579,22 @@ impl Session {
             return;
         }
         let subscribed = crate::hub::lock(&self.shared.rooms).contains(&room);
-        if !subscribed {
+        // Watchers of a public room are subscribed without being members; only members type.
+        // The store read is bounded by the typing rate limit above.
+        if !subscribed
+            || !matches!(
+                self.engine.is_member(room, self.identity.user).await,
+                Ok(true)
+            )
+        {
             return;
         }
-        let frame = Outgoing::event(ServerFrame::Typing {
+        let frame = ServerFrame::Typing {
             room,
             user: self.shared.info(),
-        });
+        };
         self.engine
-            .inner
-            .hub
-            .broadcast(room, frame, Some(self.identity.user));
-        self.engine
-            .to_backplane(crate::backplane::RemoteEventKind::Typing {
-                room,
-                user: self.identity.user,
-                username: self.identity.username.clone(),
-            })
+            .room_event(room, frame, Some(self.identity.user))
             .await;
     }
 }

@@ -777,8 +777,8 @@ async fn the_application_posts_as_the_system_and_notifies_single_users() {
     a.drain();
     b2.drain();
     // To one user: all of bob's sessions, or only those subscribed to a room.
-    assert_eq!(e.notify_user(bob.user, None, "hi bob"), 2);
-    assert_eq!(e.notify_user(bob.user, Some(room), "about room"), 1);
+    assert_eq!(e.notify_user(bob.user, None, "hi bob").await, 2);
+    assert_eq!(e.notify_user(bob.user, Some(room), "about room").await, 1);
     assert!(a.drain().is_empty());
     assert_eq!(b1.drain().len(), 2);
     assert_eq!(b2.drain().len(), 1);
@@ -996,4 +996,100 @@ async fn history_and_store_agree_after_concurrent_sends() {
         .await
         .unwrap();
     assert_eq!(page.entries.len(), 20);
+}
+
+#[tokio::test]
+async fn a_failed_resubscribe_leaves_the_live_subscription_and_presence_alone() {
+    let e = engine();
+    let (alice, bob) = (user(&e, "alice").await, user(&e, "bob").await);
+    let room = group(&e, &alice, &[&bob]).await;
+    let mut a = Client::open(&e, &alice);
+    let mut b = Client::open(&e, &bob);
+    a.subscribe(room).await;
+    b.subscribe(room).await;
+    a.drain();
+    assert_eq!(
+        b.err(ClientFrame::Subscribe {
+            room,
+            since_seq: Some(Seq(50)),
+        })
+        .await,
+        ErrorCode::SeqAhead
+    );
+    // A good re-subscribe replaces the subscription without an offline/online flap.
+    b.ok(ClientFrame::Subscribe {
+        room,
+        since_seq: Some(Seq(0)),
+    })
+    .await;
+    assert!(
+        !a.drain()
+            .iter()
+            .any(|r| matches!(r.frame, ServerFrame::Presence { .. })),
+        "no presence flap"
+    );
+    a.send(room, "still there?").await;
+    assert_eq!(b.messages(), vec![(room, 1, "still there?".into())]);
+}
+
+#[tokio::test]
+async fn errors_name_the_right_thing_and_leak_nothing() {
+    let e = engine_with(Limits {
+        request_burst: 1.0,
+        requests_per_second: 0.001,
+        ..Limits::default()
+    });
+    let (alice, bob) = (user(&e, "alice").await, user(&e, "bob").await);
+    let room = group(&e, &alice, &[]).await;
+    let mut a = Client::open(&e, &alice);
+    a.send(room, "one").await;
+    // Rate limited: the refusal answers the request's id.
+    a.session
+        .handle(Request {
+            id: Some(77),
+            frame: ClientFrame::Ping,
+        })
+        .await;
+    let r = a.next().await;
+    assert_eq!(r.id, Some(77));
+    assert!(matches!(
+        r.frame,
+        ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            ..
+        }
+    ));
+
+    let bob_session = Client::open(&e, &bob);
+    drop(bob_session);
+    let err = e.mark_read(&bob, room, Seq(99)).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::NotMember,
+        "membership is checked first"
+    );
+    assert_eq!(
+        e.public_room_by_name("nowhere").await.unwrap_err().code(),
+        ErrorCode::RoomNotFound
+    );
+    assert_eq!(
+        e.set_role(&alice, RoomId(404), "bob", Role::Admin)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::RoomNotFound
+    );
+}
+
+#[tokio::test]
+async fn a_kicked_user_is_told_even_on_sessions_not_watching_the_room() {
+    let e = engine();
+    let (alice, bob) = (user(&e, "alice").await, user(&e, "bob").await);
+    let room = group(&e, &alice, &[&bob]).await;
+    let mut idle = Client::open(&e, &bob);
+    e.kick(&alice, room, "bob").await.unwrap();
+    assert!(idle.drain().iter().any(|r| matches!(
+        &r.frame,
+        ServerFrame::MemberChanged { room: r2, change: MemberChange::Kicked, .. } if *r2 == room
+    )));
 }

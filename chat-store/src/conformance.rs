@@ -4,9 +4,10 @@
 //! behaviour. [`store_conformance_tests!`](crate::store_conformance_tests) turns all of them
 //! into `#[tokio::test]`s for one store implementation:
 //!
-//! ```ignore
+//! ```
 //! // tests/conformance_memory.rs
 //! chat_store::store_conformance_tests!(|| async { std::sync::Arc::new(chat_store::MemoryStore::new()) });
+//! # fn main() {}
 //! ```
 //!
 //! The behaviours assume nothing about ids except that they are assigned by the store, are
@@ -33,8 +34,12 @@ pub use chat_core::Store;
 /// runtime with four workers, so the crate invoking the macro needs `tokio` with the
 /// `rt-multi-thread` and `macros` features among its (dev-)dependencies.
 ///
-/// ```ignore
-/// chat_store::store_conformance_tests!(|| async { std::sync::Arc::new(chat_store::MemoryStore::new()) });
+/// ```
+/// use chat_store::MemoryStore;
+/// use std::sync::Arc;
+///
+/// chat_store::store_conformance_tests!(|| async { Arc::new(MemoryStore::new()) });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! store_conformance_tests {
@@ -186,6 +191,12 @@ async fn whole_log(store: &Arc<dyn Store>, room: RoomId) -> Vec<LogEntry> {
         if page.is_empty() {
             return all;
         }
+        // Checked here so that a store that ignores `after` fails instead of looping forever.
+        assert!(
+            page.windows(2).all(|w| w[0].seq < w[1].seq) && page[0].seq > after,
+            "After({after}) returned seqs {:?}",
+            seqs(&page)
+        );
         all.extend(page);
     }
 }
@@ -497,6 +508,10 @@ pub async fn rooms_public_rooms_paginate(store: Arc<dyn Store>) {
     loop {
         let page = store.public_rooms(after, 3).await.unwrap();
         assert!(page.len() <= 3);
+        assert!(
+            page.iter().all(|r| r.id > after),
+            "public_rooms ignored `after`"
+        );
         let Some(last) = page.last() else { break };
         after = last.id;
         seen.extend(page);
@@ -1218,6 +1233,10 @@ pub async fn history_pagination_boundaries(store: Arc<dyn Store>) {
     loop {
         let p = page(Before(before), 4).await;
         let Some(&first) = p.first() else { break };
+        assert!(
+            p.iter().all(|&q| q < before.0),
+            "Before({before}) returned {p:?}"
+        );
         before = Seq(first);
         back.splice(0..0, p);
     }

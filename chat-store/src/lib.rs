@@ -10,8 +10,10 @@
 //!   into one `#[tokio::test]` each for a given store. A new store is checked by adding one
 //!   test file with one line:
 //!
-//! ```ignore
+//! ```
+//! // tests/conformance_memory.rs
 //! chat_store::store_conformance_tests!(|| async { std::sync::Arc::new(chat_store::MemoryStore::new()) });
+//! # fn main() {}
 //! ```
 //!
 //! The engine in `chat-core` only ever talks to an `Arc<dyn Store>`:

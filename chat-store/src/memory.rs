@@ -9,6 +9,7 @@ use chat_core::{
     UserId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 /// A [`Store`] that keeps all state in memory and loses it when dropped.
@@ -61,6 +62,8 @@ struct State {
     rooms: BTreeMap<RoomId, RoomState>,
     /// Folded public room name -> room.
     public_names: HashMap<String, RoomId>,
+    /// The public rooms, ordered by id, for [`Store::public_rooms`].
+    public_ids: BTreeSet<RoomId>,
     /// `(smaller id, larger id)` -> their direct room.
     direct_rooms: HashMap<(UserId, UserId), RoomId>,
     /// Each user's rooms, ordered by id (the reverse index of `RoomState::members`).
@@ -279,6 +282,7 @@ impl Store for MemoryStore {
         let created = s.new_room(room.kind, room.name, room.created_by, room.at);
         if let Some(key) = public_key {
             s.public_names.insert(key, created.id);
+            s.public_ids.insert(created.id);
         }
         if let Some(owner) = room.created_by {
             s.insert_member(created.id, owner, Role::Owner, room.at);
@@ -322,14 +326,11 @@ impl Store for MemoryStore {
 
     async fn public_rooms(&self, after: RoomId, limit: usize) -> Result<Vec<Room>> {
         let s = self.lock()?;
-        // Public rooms are few next to all rooms only in some deployments; this scans rooms
-        // after `after` in id order, which is fine for a test store.
-        Ok(s.rooms
-            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-            .map(|(_, r)| &r.room)
-            .filter(|r| r.kind == RoomKind::Public)
+        Ok(s.public_ids
+            .range((Bound::Excluded(after), Bound::Unbounded))
             .take(limit)
-            .cloned()
+            .filter_map(|id| s.rooms.get(id))
+            .map(|r| r.room.clone())
             .collect())
     }
 
@@ -358,6 +359,7 @@ impl Store for MemoryStore {
         match room.room.kind {
             RoomKind::Public => {
                 s.public_names.remove(&fold(&room.room.name));
+                s.public_ids.remove(&id);
             }
             RoomKind::Direct => s.direct_rooms.retain(|_, r| *r != id),
             RoomKind::Group => {}
@@ -451,7 +453,7 @@ impl Store for MemoryStore {
                 let original = s
                     .rooms
                     .get(&room)
-                    .and_then(|r| r.log.get(index(seq).wrapping_sub(1)))
+                    .and_then(|r| r.log.get(index(seq).checked_sub(1)?))
                     .cloned()
                     .ok_or_else(|| {
                         Error::Internal(format!(

@@ -42,41 +42,128 @@ const GHOST: usize = usize::MAX;
 const GHOST_USER: UserId = UserId(u64::MAX);
 const GHOST_ROOM: RoomId = RoomId(u64::MAX);
 
-/// A reference to a user or room: the `pick % (count + 1)`-th one created so far, where
-/// `count` means "one that does not exist".
+/// A reference to a user or room: below [`GHOST_PICKS`] one that does not exist, otherwise
+/// the `(pick - GHOST_PICKS) % count`-th one created so far.
 type Pick = u8;
+
+/// How many of the 256 picks refer to a user or room that does not exist (1 in 16).
+const GHOST_PICKS: u8 = 16;
 
 #[derive(Debug, Clone)]
 enum Op {
-    CreateUser { name: u8, upper: bool, guest: bool },
-    Credentials { name: u8, upper: bool },
+    CreateUser {
+        name: u8,
+        upper: bool,
+        guest: bool,
+    },
+    Credentials {
+        name: u8,
+        upper: bool,
+    },
     /// `creator` picks among existing users only (a missing creator is outside the contract).
-    CreateRoom { creator: Option<Pick>, kind: RoomKind, name: u8, upper: bool },
-    DirectRoom { a: Pick, b: Pick },
-    RoomById { room: Pick },
-    PublicRoomByName { name: u8, upper: bool },
-    PublicRooms { after: Pick, limit: usize },
-    DeleteRoom { room: Pick },
-    AddMember { room: Pick, user: Pick, role: Role },
-    RemoveMember { room: Pick, user: Pick },
-    SetRole { room: Pick, user: Pick, role: Role },
-    Member { room: Pick, user: Pick },
-    Members { room: Pick },
-    RoomsOf { user: Pick },
-    Append { room: Pick, sender: Option<Pick>, client_id: Option<u8> },
-    History { room: Pick, before: bool, seq: u64, limit: usize },
-    LatestSeq { room: Pick },
-    MarkRead { room: Pick, user: Pick, seq: u64 },
-    Unread { user: Pick },
+    CreateRoom {
+        creator: Option<Pick>,
+        kind: RoomKind,
+        name: u8,
+        upper: bool,
+    },
+    DirectRoom {
+        a: Pick,
+        b: Pick,
+    },
+    RoomById {
+        room: Pick,
+    },
+    PublicRoomByName {
+        name: u8,
+        upper: bool,
+    },
+    PublicRooms {
+        after: Pick,
+        limit: usize,
+    },
+    DeleteRoom {
+        room: Pick,
+    },
+    AddMember {
+        room: Pick,
+        user: Pick,
+        role: Role,
+    },
+    RemoveMember {
+        room: Pick,
+        user: Pick,
+    },
+    SetRole {
+        room: Pick,
+        user: Pick,
+        role: Role,
+    },
+    Member {
+        room: Pick,
+        user: Pick,
+    },
+    Members {
+        room: Pick,
+    },
+    RoomsOf {
+        user: Pick,
+    },
+    Append {
+        room: Pick,
+        sender: Option<Pick>,
+        client_id: Option<u8>,
+    },
+    History {
+        room: Pick,
+        before: bool,
+        seq: u64,
+        limit: usize,
+    },
+    LatestSeq {
+        room: Pick,
+    },
+    MarkRead {
+        room: Pick,
+        user: Pick,
+        seq: u64,
+    },
+    Unread {
+        user: Pick,
+    },
 }
 
 fn role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::Member), Just(Role::Admin), Just(Role::Owner)]
 }
 
+/// Up to 40 ops: a few users and rooms first (so that most later ops find something to work
+/// on), then anything, creations included.
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let user = (0..5u8, any::<bool>(), any::<bool>())
+        .prop_map(|(name, upper, guest)| Op::CreateUser { name, upper, guest });
+    let room =
+        (any::<u8>(), any::<bool>(), 0..4u8).prop_map(|(creator, public, name)| Op::CreateRoom {
+            creator: Some(creator),
+            kind: if public {
+                RoomKind::Public
+            } else {
+                RoomKind::Group
+            },
+            name,
+            upper: false,
+        });
+    (
+        prop::collection::vec(user, 1..=3),
+        prop::collection::vec(room, 1..=2),
+        prop::collection::vec(op(), 0..=35),
+    )
+        .prop_map(|(users, rooms, rest)| users.into_iter().chain(rooms).chain(rest).collect())
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let pick = any::<u8>;
-    let seq = prop_oneof![4 => 0u64..14, 1 => Just(u64::MAX)];
+    let seq = prop_oneof![8 => 0u64..6, 1 => 6u64..16, 1 => Just(u64::MAX)];
     let limit = prop_oneof![6 => 0usize..6, 1 => Just(MAX_HISTORY_PAGE + 1)];
     prop_oneof![
         4 => (0..5u8, any::<bool>(), any::<bool>())
@@ -104,7 +191,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (pick(), pick()).prop_map(|(room, user)| Op::Member { room, user }),
         1 => pick().prop_map(|room| Op::Members { room }),
         1 => pick().prop_map(|user| Op::RoomsOf { user }),
-        10 => (
+        16 => (
             pick(),
             proptest::option::weighted(0.85, pick()),
             proptest::option::of(0..3u8),
@@ -113,8 +200,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (pick(), any::<bool>(), seq.clone(), limit)
             .prop_map(|(room, before, seq, limit)| Op::History { room, before, seq, limit }),
         1 => pick().prop_map(|room| Op::LatestSeq { room }),
-        3 => (pick(), pick(), seq).prop_map(|(room, user, seq)| Op::MarkRead { room, user, seq }),
-        3 => pick().prop_map(|user| Op::Unread { user }),
+        4 => (pick(), pick(), seq).prop_map(|(room, user, seq)| Op::MarkRead { room, user, seq }),
+        4 => pick().prop_map(|user| Op::Unread { user }),
     ]
 }
 
@@ -126,10 +213,9 @@ fn cased(name: &str, upper: bool) -> String {
     }
 }
 
-/// Picks among `count` things plus one that does not exist (`None`).
+/// Picks among `count` things, or one that does not exist (`None`).
 fn resolve(pick: Pick, count: usize) -> Option<usize> {
-    let h = pick as usize % (count + 1);
-    (h < count).then_some(h)
+    (pick >= GHOST_PICKS && count > 0).then(|| (pick - GHOST_PICKS) as usize % count)
 }
 
 // ----- normalised observations -----
@@ -279,7 +365,12 @@ impl Harness {
                     if let Some(broken) = self.new_user(u.id) {
                         return broken;
                     }
-                    Obs::User(Some((self.user_handle(u.id), u.username, u.guest, !u.guest)))
+                    Obs::User(Some((
+                        self.user_handle(u.id),
+                        u.username,
+                        u.guest,
+                        !u.guest,
+                    )))
                 })
             }
             Op::Credentials { name, upper } => {
@@ -291,7 +382,12 @@ impl Harness {
                     c.password_hash.is_some()
                 ))))
             }
-            Op::CreateRoom { creator, kind, name, upper } => {
+            Op::CreateRoom {
+                creator,
+                kind,
+                name,
+                upper,
+            } => {
                 let created_by = match creator {
                     Some(p) if !self.users.is_empty() => {
                         Some(self.users[p as usize % self.users.len()])
@@ -323,7 +419,9 @@ impl Harness {
                 })
             }
             Op::RoomById { room } => {
-                obs!(s.room(self.room(room)).await, |r| Obs::Room(r.map(|r| self.n_room(&r))))
+                obs!(s.room(self.room(room)).await, |r| Obs::Room(
+                    r.map(|r| self.n_room(&r))
+                ))
             }
             Op::PublicRoomByName { name, upper } => {
                 let name = cased(ROOM_NAMES[name as usize], upper);
@@ -340,20 +438,27 @@ impl Harness {
             Op::DeleteRoom { room } => obs!(s.delete_room(self.room(room)).await, |b| Obs::Bool(b)),
             Op::AddMember { room, user, role } => {
                 obs!(
-                    s.add_member(self.room(room), self.user(user), role, at).await,
+                    s.add_member(self.room(room), self.user(user), role, at)
+                        .await,
                     |b| Obs::Bool(b)
                 )
             }
             Op::RemoveMember { room, user } => {
-                obs!(s.remove_member(self.room(room), self.user(user)).await, |b| Obs::Bool(b))
+                obs!(
+                    s.remove_member(self.room(room), self.user(user)).await,
+                    |b| Obs::Bool(b)
+                )
             }
             Op::SetRole { room, user, role } => {
-                obs!(s.set_role(self.room(room), self.user(user), role).await, |_u| Obs::Unit)
+                obs!(
+                    s.set_role(self.room(room), self.user(user), role).await,
+                    |_u| Obs::Unit
+                )
             }
             Op::Member { room, user } => {
-                obs!(s.member(self.room(room), self.user(user)).await, |m| Obs::Member(
-                    m.map(|m| self.n_member(&m))
-                ))
+                obs!(s.member(self.room(room), self.user(user)).await, |m| {
+                    Obs::Member(m.map(|m| self.n_member(&m)))
+                })
             }
             Op::Members { room } => obs!(s.members(self.room(room)).await, |ms| Obs::Members(
                 ms.iter().map(|m| self.n_member(m)).collect()
@@ -361,7 +466,11 @@ impl Harness {
             Op::RoomsOf { user } => obs!(s.rooms_of(self.user(user)).await, |ms| Obs::Memberships(
                 ms.iter().map(|m| (self.n_room(&m.room), m.role)).collect()
             )),
-            Op::Append { room, sender, client_id } => {
+            Op::Append {
+                room,
+                sender,
+                client_id,
+            } => {
                 let sender = sender.map(|p| self.user(p));
                 let sender_name = match sender {
                     None => "system".to_string(),
@@ -382,19 +491,27 @@ impl Harness {
                     a.duplicate
                 ))
             }
-            Op::History { room, before, seq, limit } => {
+            Op::History {
+                room,
+                before,
+                seq,
+                limit,
+            } => {
                 let q = if before {
                     HistoryQuery::Before(Seq(seq))
                 } else {
                     HistoryQuery::After(Seq(seq))
                 };
-                obs!(s.history(self.room(room), q, limit).await, |es| Obs::Entries(
-                    es.iter().map(|e| self.n_entry(e)).collect()
-                ))
+                obs!(s.history(self.room(room), q, limit).await, |es| {
+                    Obs::Entries(es.iter().map(|e| self.n_entry(e)).collect())
+                })
             }
             Op::LatestSeq { room } => obs!(s.latest_seq(self.room(room)).await, |q| Obs::Seq(q.0)),
             Op::MarkRead { room, user, seq } => {
-                match s.mark_read(self.room(room), self.user(user), Seq(seq)).await {
+                match s
+                    .mark_read(self.room(room), self.user(user), Seq(seq))
+                    .await
+                {
                     Ok(q) => Obs::Seq(q.0),
                     // The trait leaves open which of the two an unknown room gives.
                     Err(e) if e.code() == ErrorCode::RoomNotFound => Obs::Err(ErrorCode::NotMember),
@@ -403,7 +520,12 @@ impl Harness {
             }
             Op::Unread { user } => obs!(s.unread(self.user(user)).await, |us| Obs::Unread(
                 us.iter()
-                    .map(|u| (self.room_handle(u.room), u.read_seq.0, u.latest_seq.0, u.unread))
+                    .map(|u| (
+                        self.room_handle(u.room),
+                        u.read_seq.0,
+                        u.latest_seq.0,
+                        u.unread
+                    ))
                     .collect()
             )),
         }
@@ -492,7 +614,13 @@ impl Model {
         })
     }
 
-    fn new_room(&mut self, kind: RoomKind, name: String, by: Option<usize>, at: Timestamp) -> usize {
+    fn new_room(
+        &mut self,
+        kind: RoomKind,
+        name: String,
+        by: Option<usize>,
+        at: Timestamp,
+    ) -> usize {
         self.rooms.push(Some(MRoom {
             kind,
             name,
@@ -530,7 +658,12 @@ impl Model {
                         }),
                 )
             }
-            Op::CreateRoom { creator, kind, name, upper } => {
+            Op::CreateRoom {
+                creator,
+                kind,
+                name,
+                upper,
+            } => {
                 let name = cased(ROOM_NAMES[name as usize], upper);
                 let by = match creator {
                     Some(p) if !self.users.is_empty() => Some(p as usize % self.users.len()),
@@ -637,7 +770,9 @@ impl Model {
                     None => Obs::Err(ErrorCode::NotMember),
                 }
             }
-            Op::Member { room, user } => Obs::Member(self.n_member(self.room(room), self.user(user))),
+            Op::Member { room, user } => {
+                Obs::Member(self.n_member(self.room(room), self.user(user)))
+            }
             Op::Members { room } => {
                 let room = self.room(room);
                 Obs::Members(
@@ -662,7 +797,11 @@ impl Model {
                         .collect(),
                 )
             }
-            Op::Append { room, sender, client_id } => {
+            Op::Append {
+                room,
+                sender,
+                client_id,
+            } => {
                 let room = self.room(room);
                 let sender = sender.map(|p| self.user(p));
                 if self.live(room).is_none() {
@@ -674,7 +813,8 @@ impl Model {
                     _ => None,
                 };
                 if let Some(&(r, seq)) = key.as_ref().and_then(|k| self.keys.get(k)) {
-                    let original = self.live(r).expect("key of live room").log[seq as usize - 1].clone();
+                    let original =
+                        self.live(r).expect("key of live room").log[seq as usize - 1].clone();
                     return Obs::Appended(original, true);
                 }
                 let r = self.live_mut(room).expect("live room");
@@ -693,7 +833,12 @@ impl Model {
                 }
                 Obs::Appended(e, false)
             }
-            Op::History { room, before, seq, limit } => {
+            Op::History {
+                room,
+                before,
+                seq,
+                limit,
+            } => {
                 let Some(r) = self.live(self.room(room)) else {
                     return Obs::Entries(Vec::new());
                 };
@@ -710,7 +855,12 @@ impl Model {
                     v.reverse();
                     v
                 } else {
-                    r.log.iter().filter(|e| e.seq > seq).take(limit).cloned().collect()
+                    r.log
+                        .iter()
+                        .filter(|e| e.seq > seq)
+                        .take(limit)
+                        .cloned()
+                        .collect()
                 };
                 Obs::Entries(out)
             }
@@ -754,7 +904,11 @@ impl Model {
 /// step where a store's observation differs from the model's.
 fn same_observations(ops: &[Op], factories: &[(&str, Factory)]) -> Result<(), TestCaseError> {
     let mut model = Model::default();
-    let expected: Vec<Obs> = ops.iter().enumerate().map(|(i, op)| model.run(i, op)).collect();
+    let expected: Vec<Obs> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| model.run(i, op))
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -791,7 +945,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn stores_agree_with_the_model(ops in prop::collection::vec(op(), 0..=40)) {
+    fn stores_agree_with_the_model(ops in ops()) {
         same_observations(&ops, &factories())?;
     }
 }
@@ -801,51 +955,162 @@ proptest! {
 #[test]
 fn fixed_sequence_agrees_with_the_model() {
     use Op::*;
+    // Picks of the first, second, ... user or room, and of one that does not exist.
+    const A: Pick = GHOST_PICKS;
+    const B: Pick = GHOST_PICKS + 1;
+    const C: Pick = GHOST_PICKS + 2;
+    const NONE: Pick = 0;
     let ops = vec![
-        CreateUser { name: 0, upper: false, guest: false },
-        CreateUser { name: 1, upper: false, guest: true },
-        CreateUser { name: 0, upper: true, guest: false },
-        Credentials { name: 0, upper: true },
-        CreateRoom { creator: Some(0), kind: RoomKind::Public, name: 0, upper: false },
-        CreateRoom { creator: Some(1), kind: RoomKind::Public, name: 0, upper: true },
-        CreateRoom { creator: Some(1), kind: RoomKind::Group, name: 0, upper: true },
-        CreateRoom { creator: None, kind: RoomKind::Direct, name: 1, upper: false },
-        DirectRoom { a: 0, b: 1 },
-        DirectRoom { a: 1, b: 0 },
-        DirectRoom { a: 0, b: 0 },
-        AddMember { room: 0, user: 1, role: Role::Admin },
-        AddMember { room: 0, user: 1, role: Role::Member },
-        SetRole { room: 1, user: 0, role: Role::Admin },
-        Append { room: 0, sender: Some(0), client_id: Some(0) },
-        Append { room: 1, sender: Some(0), client_id: Some(0) },
-        Append { room: 0, sender: Some(1), client_id: Some(0) },
-        Append { room: 0, sender: None, client_id: Some(0) },
-        Append { room: 0, sender: Some(1), client_id: None },
-        History { room: 0, before: true, seq: u64::MAX, limit: 2 },
-        History { room: 0, before: false, seq: 1, limit: MAX_HISTORY_PAGE + 1 },
-        MarkRead { room: 0, user: 1, seq: 2 },
-        MarkRead { room: 0, user: 1, seq: 1 },
-        Unread { user: 0 },
-        Unread { user: 1 },
-        Member { room: 0, user: 1 },
-        Members { room: 0 },
-        RoomsOf { user: 0 },
-        PublicRooms { after: 3, limit: 3 },
-        PublicRoomByName { name: 0, upper: true },
-        RemoveMember { room: 0, user: 1 },
-        AddMember { room: 0, user: 1, role: Role::Member },
-        Unread { user: 1 },
-        DeleteRoom { room: 0 },
-        Append { room: 0, sender: Some(0), client_id: Some(0) },
-        Append { room: 1, sender: Some(0), client_id: Some(0) },
-        RoomById { room: 0 },
-        LatestSeq { room: 1 },
-        DeleteRoom { room: 2 },
-        DirectRoom { a: 1, b: 0 },
+        CreateUser {
+            name: 0,
+            upper: false,
+            guest: false,
+        },
+        CreateUser {
+            name: 1,
+            upper: false,
+            guest: true,
+        },
+        CreateUser {
+            name: 0,
+            upper: true,
+            guest: false,
+        },
+        Credentials {
+            name: 0,
+            upper: true,
+        },
+        CreateRoom {
+            creator: Some(0),
+            kind: RoomKind::Public,
+            name: 0,
+            upper: false,
+        },
+        CreateRoom {
+            creator: Some(1),
+            kind: RoomKind::Public,
+            name: 0,
+            upper: true,
+        },
+        CreateRoom {
+            creator: Some(1),
+            kind: RoomKind::Group,
+            name: 0,
+            upper: true,
+        },
+        CreateRoom {
+            creator: None,
+            kind: RoomKind::Direct,
+            name: 1,
+            upper: false,
+        },
+        DirectRoom { a: A, b: B },
+        DirectRoom { a: B, b: A },
+        DirectRoom { a: A, b: A },
+        AddMember {
+            room: A,
+            user: B,
+            role: Role::Admin,
+        },
+        AddMember {
+            room: A,
+            user: B,
+            role: Role::Member,
+        },
+        SetRole {
+            room: B,
+            user: A,
+            role: Role::Admin,
+        },
+        Append {
+            room: A,
+            sender: Some(A),
+            client_id: Some(0),
+        },
+        Append {
+            room: B,
+            sender: Some(A),
+            client_id: Some(0),
+        },
+        Append {
+            room: A,
+            sender: Some(B),
+            client_id: Some(0),
+        },
+        Append {
+            room: A,
+            sender: None,
+            client_id: Some(0),
+        },
+        Append {
+            room: A,
+            sender: Some(B),
+            client_id: None,
+        },
+        History {
+            room: A,
+            before: true,
+            seq: u64::MAX,
+            limit: 2,
+        },
+        History {
+            room: A,
+            before: false,
+            seq: 1,
+            limit: MAX_HISTORY_PAGE + 1,
+        },
+        MarkRead {
+            room: A,
+            user: B,
+            seq: 2,
+        },
+        MarkRead {
+            room: A,
+            user: B,
+            seq: 1,
+        },
+        Unread { user: A },
+        Unread { user: B },
+        Member { room: A, user: B },
+        Members { room: A },
+        RoomsOf { user: A },
+        PublicRooms {
+            after: NONE,
+            limit: 3,
+        },
+        PublicRoomByName {
+            name: 0,
+            upper: true,
+        },
+        RemoveMember { room: A, user: B },
+        AddMember {
+            room: A,
+            user: B,
+            role: Role::Member,
+        },
+        Unread { user: B },
+        DeleteRoom { room: A },
+        Append {
+            room: A,
+            sender: Some(A),
+            client_id: Some(0),
+        },
+        Append {
+            room: B,
+            sender: Some(A),
+            client_id: Some(0),
+        },
+        RoomById { room: A },
+        LatestSeq { room: B },
+        DeleteRoom { room: C },
+        DirectRoom { a: B, b: A },
     ];
     let obs = {
         let mut m = Model::default();
-        ops.iter().enumerate().map(|(i, op)| m.run(i, op)).collect::<Vec<_>>()
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| m.run(i, op))
+            .collect::<Vec<_>>()
     };
     // Spot-check the model itself on a few steps, so that it is not merely agreeing with a
     // store that shares its mistakes.

@@ -1,0 +1,558 @@
+//! Transport-agnostic pieces of a connection, shared by every transport.
+//!
+//! - [`ConnLimiter`]: global and per-IP caps on open connections, handing out RAII
+//!   [`ConnPermit`]s, so a transport can refuse a connection *before* doing any work for it.
+//! - [`ShutdownSignal`]: the "stop now" broadcast a server gives its connection tasks.
+//! - [`pump`]: runs one [`Session`] over any framed transport — reads decoded frames into the
+//!   session, writes the outbox back in batches with one flush per batch, sends keepalive
+//!   probes, reaps idle peers, and drains what is queued on shutdown, within deadlines.
+//!
+//! A transport only has to say how to read one frame ([`FrameReader`]) and how to write,
+//! flush and probe ([`FrameWriter`]); what a connection *means* (when to stop, what to drain,
+//! what a stalled writer is) is decided here, once, and tested without sockets.
+//!
+//! ```text
+//!  FrameReader ──Inbound──▶ pump: reader half ──handle_bytes──▶ Session
+//!                                                                  │
+//!  FrameWriter ◀──feed/flush── pump: writer half ◀── Outbox ◀──────┘
+//! ```
+
+use crate::hub::CloseReason;
+use crate::protocol::Codec;
+use crate::session::{Outbound, Outbox, Session};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------------------------------------
+// Connection caps
+// ---------------------------------------------------------------------------------------------
+
+/// Why [`ConnLimiter::try_acquire`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The server holds its maximum number of connections (HTTP 503 for WebSocket).
+    #[error("the server is at its connection limit")]
+    Full,
+    /// This client address holds its maximum number of connections (HTTP 429).
+    #[error("too many connections from this address")]
+    PerIp,
+}
+
+/// The key connections are counted under: an IPv4 address, or the /64 prefix of an IPv6
+/// address (one IPv6 client usually controls a whole /64, so counting single addresses would
+/// not limit anything). IPv4-mapped IPv6 addresses count as their IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpKey(u128);
+
+impl IpKey {
+    /// The key for a client address.
+    pub fn of(ip: IpAddr) -> IpKey {
+        match ip {
+            IpAddr::V4(v4) => IpKey(u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpKey(u128::from(u32::from(v4))),
+                // The top 64 bits, tagged with bit 32 so that no /64 collides with an IPv4
+                // key (those fit in the low 32 bits).
+                None => IpKey((u128::from(v6) & (!0u128 << 64)) | (1 << 32)),
+            },
+        }
+    }
+}
+
+/// Caps on open connections, global and per client address.
+///
+/// Cheap to clone (an `Arc`). Counting happens under one `std::sync::Mutex` held for a hash
+/// map update, never across an `.await`; one lock per accepted connection is far below what
+/// an accept loop can do anyway.
+#[derive(Debug, Clone)]
+pub struct ConnLimiter {
+    inner: Arc<LimiterInner>,
+}
+
+#[derive(Debug)]
+struct LimiterInner {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    total: usize,
+    per_ip: HashMap<IpKey, usize>,
+}
+
+impl ConnLimiter {
+    /// At most `max_total` connections in all, and `max_per_ip` from one [`IpKey`].
+    pub fn new(max_total: usize, max_per_ip: usize) -> ConnLimiter {
+        ConnLimiter {
+            inner: Arc::new(LimiterInner {
+                max_total,
+                max_per_ip,
+                state: Mutex::new(LimiterState::default()),
+            }),
+        }
+    }
+
+    /// A permit for one connection from `ip`, or why not. The connection counts until the
+    /// permit is dropped.
+    pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnPermit, Refused> {
+        let key = IpKey::of(ip);
+        let mut st = lock(&self.inner.state);
+        if st.total >= self.inner.max_total {
+            return Err(Refused::Full);
+        }
+        let n = st.per_ip.entry(key).or_insert(0);
+        if *n >= self.inner.max_per_ip {
+            return Err(Refused::PerIp);
+        }
+        *n += 1;
+        st.total += 1;
+        Ok(ConnPermit {
+            limiter: self.inner.clone(),
+            key,
+        })
+    }
+
+    /// Connections currently holding a permit.
+    pub fn open(&self) -> usize {
+        lock(&self.inner.state).total
+    }
+
+    /// Connections currently holding a permit for `ip`'s key.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        let st = lock(&self.inner.state);
+        st.per_ip.get(&IpKey::of(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// One counted connection; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnPermit {
+    limiter: Arc<LimiterInner>,
+    key: IpKey,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut st = lock(&self.limiter.state);
+        st.total -= 1;
+        if let Some(n) = st.per_ip.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                // Forget the address: the map must not grow with every client ever seen.
+                st.per_ip.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the counters half-updated in a way that
+    // matters more than refusing service forever would, so recover from poisoning.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------------------------
+
+/// Tells every connection task of a server to wind down.
+///
+/// Cheap to clone; every clone observes the same trigger. Connection tasks select on
+/// [`ShutdownSignal::triggered`]: handshakes in progress are abandoned, live sessions drain
+/// what is queued and close with "going away". (The server waits for its tasks separately,
+/// e.g. with a `JoinSet`, and aborts the stragglers after its deadline.)
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownSignal {
+    token: CancellationToken,
+}
+
+impl ShutdownSignal {
+    /// A signal that has not fired.
+    pub fn new() -> ShutdownSignal {
+        ShutdownSignal::default()
+    }
+
+    /// Fires the signal. Idempotent.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether it has fired.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the signal has fired (at once if it already has).
+    pub async fn triggered(&self) {
+        self.token.cancelled().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pump
+// ---------------------------------------------------------------------------------------------
+
+/// Something a peer sent, as the pump sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A data frame to decode in `codec`.
+    Frame {
+        /// The codec the frame is in (for WebSocket: text → JSON, binary → postcard).
+        codec: Codec,
+        /// The frame's payload.
+        bytes: Bytes,
+    },
+    /// A sign of life that carries no request (a WebSocket ping or pong). It resets the idle
+    /// timer and nothing else.
+    Alive,
+}
+
+/// The receiving half of a connection.
+pub trait FrameReader: Send {
+    /// Why reading failed: a frame too large, bad encoding, I/O. The transport maps it to its
+    /// own close code.
+    type Error: Send;
+
+    /// The next thing the peer sent; `Ok(None)` when the peer closed the connection.
+    ///
+    /// Must be cancel-safe: the pump drops this future when the session is closed while a
+    /// read is pending, and nothing may be lost when it is called again.
+    fn read(&mut self) -> impl Future<Output = Result<Option<Inbound>, Self::Error>> + Send;
+}
+
+/// The sending half of a connection.
+pub trait FrameWriter: Send {
+    /// Why writing failed.
+    type Error: Send;
+
+    /// Buffers one frame in `codec`'s framing. May write to the peer when its buffer is full,
+    /// but need not flush.
+    fn feed(
+        &mut self,
+        codec: Codec,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Writes everything buffered to the peer.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Buffers a keepalive probe the peer is expected to answer (a WebSocket ping). The pump
+    /// flushes after it.
+    fn probe(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// How a connection's outgoing codec is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecChoice {
+    /// Fixed before the session starts (negotiated during the handshake).
+    Fixed(Codec),
+    /// The codec of the first data frame the peer sends; until then, `until_then`.
+    FirstFrame {
+        /// Used for anything written before the peer's first data frame.
+        until_then: Codec,
+    },
+}
+
+/// Deadlines and sizes of the pump. Transports fill it from their own configuration.
+#[derive(Debug, Clone)]
+pub struct PumpConfig {
+    /// How often the writer sends a keepalive probe.
+    pub probe_interval: Duration,
+    /// The peer is closed when nothing at all (not even a probe answer) arrives for this long.
+    /// Should exceed `probe_interval` by a round trip and some slack.
+    pub idle_timeout: Duration,
+    /// Longest one batch (or one probe) may take to write and flush. A peer that does not
+    /// absorb a batch in this time is not reading; it is closed as
+    /// [`CloseReason::SlowConsumer`] even if its queue never filled.
+    pub write_timeout: Duration,
+    /// Most frames written per flush.
+    pub max_batch: usize,
+    /// On shutdown, how long to keep writing what is still queued.
+    pub drain_timeout: Duration,
+}
+
+impl Default for PumpConfig {
+    fn default() -> Self {
+        PumpConfig {
+            probe_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(45),
+            write_timeout: Duration::from_secs(10),
+            max_batch: 64,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a pumped connection ended. The transport turns it into a close code.
+#[derive(Debug)]
+pub enum PumpEnd<E> {
+    /// The session was closed: by the engine (slow consumer, policy violation, revocation,
+    /// [`crate::Engine::shutdown`]), by the [`ShutdownSignal`], or by the pump itself when a
+    /// write stalled ([`CloseReason::SlowConsumer`]). For [`CloseReason::Shutdown`], what was
+    /// queued has been written (within the drain deadline).
+    Closed(CloseReason),
+    /// The peer closed the connection.
+    PeerClosed,
+    /// Nothing arrived from the peer within the idle timeout.
+    IdleTimeout,
+    /// Reading failed; the transport decides what the error means.
+    ReadError(E),
+    /// Writing failed; the connection is unusable.
+    WriteError(E),
+}
+
+/// The codec cell shared by the two halves: 0 = not chosen yet.
+struct CodecCell(AtomicU8);
+
+impl CodecCell {
+    fn new(choice: CodecChoice) -> (CodecCell, Codec) {
+        match choice {
+            CodecChoice::Fixed(c) => (CodecCell(AtomicU8::new(encode(c))), c),
+            CodecChoice::FirstFrame { until_then } => (CodecCell(AtomicU8::new(0)), until_then),
+        }
+    }
+
+    fn get(&self, default: Codec) -> Codec {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Codec::Json,
+            2 => Codec::Postcard,
+            _ => default,
+        }
+    }
+
+    fn first_frame(&self, codec: Codec) {
+        let _ = self
+            .0
+            .compare_exchange(0, encode(codec), Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+fn encode(c: Codec) -> u8 {
+    match c {
+        Codec::Json => 1,
+        Codec::Postcard => 2,
+    }
+}
+
+enum WriterEnd<E> {
+    Closed(CloseReason),
+    Stalled,
+    Error(E),
+}
+
+/// Runs one session until it ends, and says why.
+///
+/// The reader half feeds each inbound frame to [`Session::handle_bytes`]; the writer half
+/// writes the [`Outbox`] in batches — it waits for one frame, takes whatever else is already
+/// queued (up to [`PumpConfig::max_batch`]) with [`Outbox::try_recv`], and flushes once. Both
+/// halves run concurrently in the caller's task, so a slow store call never stops writes and a
+/// blocked write never stops reads.
+///
+/// Ending:
+/// - The engine closes the session (the reader sees it at once, even while a write is blocked
+///   on a peer that does not read). Except for shutdown, the backlog is **not** written: a
+///   slow consumer is cut off, not served first.
+/// - Shutdown ([`ShutdownSignal`] or [`crate::Engine::shutdown`]): reading stops, and what is
+///   queued is written and flushed within [`PumpConfig::drain_timeout`].
+/// - A batch that does not flush within [`PumpConfig::write_timeout`] closes the session as
+///   [`CloseReason::SlowConsumer`].
+/// - Nothing from the peer within [`PumpConfig::idle_timeout`]: [`PumpEnd::IdleTimeout`].
+///
+/// The session is dropped (unregistered from the hub) before this returns, so nothing more is
+/// delivered to it while the transport says goodbye.
+pub async fn pump<R, W>(
+    mut session: Session,
+    mut outbox: Outbox,
+    reader: &mut R,
+    writer: &mut W,
+    codec: CodecChoice,
+    config: &PumpConfig,
+    shutdown: &ShutdownSignal,
+) -> PumpEnd<R::Error>
+where
+    R: FrameReader,
+    W: FrameWriter<Error = R::Error>,
+{
+    let (cell, default_codec) = CodecCell::new(codec);
+    let max_batch = config.max_batch.max(1);
+
+    let end = {
+        let cell = &cell;
+        let session_ref = &mut session;
+        let reader_half = async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    reason = session_ref.closed() => return PumpEnd::Closed(reason),
+                    () = shutdown.triggered() => {
+                        // Through the session, so the writer half sees it in the outbox too.
+                        session_ref.close(CloseReason::Shutdown);
+                        continue;
+                    }
+                    next = tokio::time::timeout(config.idle_timeout, reader.read()) => next,
+                };
+                match next {
+                    Err(_elapsed) => return PumpEnd::IdleTimeout,
+                    Ok(Err(e)) => return PumpEnd::ReadError(e),
+                    Ok(Ok(None)) => return PumpEnd::PeerClosed,
+                    Ok(Ok(Some(Inbound::Alive))) => {}
+                    Ok(Ok(Some(Inbound::Frame { codec, bytes }))) => {
+                        cell.first_frame(codec);
+                        session_ref.handle_bytes(codec, &bytes).await;
+                    }
+                }
+            }
+        };
+
+        let outbox = &mut outbox;
+        let writer = &mut *writer;
+        let writer_half = async move {
+            let start = tokio::time::Instant::now() + config.probe_interval;
+            let mut probes = tokio::time::interval_at(start, config.probe_interval);
+            probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let first = tokio::select! {
+                    // Probes first: a peer we write to all the time must still be probed, or
+                    // a receive-only client would look idle. A tick is ready once per
+                    // interval, so it cannot starve the outbox.
+                    biased;
+                    _ = probes.tick() => {
+                        let probe = async {
+                            writer.probe().await?;
+                            writer.flush().await
+                        };
+                        match tokio::time::timeout(config.write_timeout, probe).await {
+                            Err(_) => return WriterEnd::Stalled,
+                            Ok(Err(e)) => return WriterEnd::Error(e),
+                            Ok(Ok(())) => continue,
+                        }
+                    }
+                    out = outbox.recv() => out,
+                };
+                let first = match first {
+                    Outbound::Frame(f) => f,
+                    Outbound::Close(CloseReason::Shutdown) => {
+                        // Drain a snapshot of the queue: frames still arriving after the
+                        // close must not keep us here.
+                        let queued = outbox.len();
+                        let drain = async {
+                            for _ in 0..queued {
+                                let Some(f) = outbox.try_recv() else { break };
+                                let c = cell.get(default_codec);
+                                writer.feed(c, f.encoded(c)).await?;
+                            }
+                            writer.flush().await
+                        };
+                        return match tokio::time::timeout(config.drain_timeout, drain).await {
+                            Ok(Err(e)) => WriterEnd::Error(e),
+                            _ => WriterEnd::Closed(CloseReason::Shutdown),
+                        };
+                    }
+                    Outbound::Close(reason) => return WriterEnd::Closed(reason),
+                };
+                let batch = async {
+                    let c = cell.get(default_codec);
+                    writer.feed(c, first.encoded(c)).await?;
+                    for _ in 1..max_batch {
+                        let Some(f) = outbox.try_recv() else { break };
+                        writer.feed(c, f.encoded(c)).await?;
+                    }
+                    writer.flush().await
+                };
+                match tokio::time::timeout(config.write_timeout, batch).await {
+                    Err(_) => return WriterEnd::Stalled,
+                    Ok(Err(e)) => return WriterEnd::Error(e),
+                    Ok(Ok(())) => {}
+                }
+            }
+        };
+
+        tokio::pin!(reader_half, writer_half);
+        tokio::select! {
+            end = &mut reader_half => match end {
+                PumpEnd::Closed(CloseReason::Shutdown) => {
+                    // Let the writer drain; it sees the close in the outbox. Its own deadline
+                    // bounds this, the outer one is a backstop.
+                    let backstop = config.drain_timeout + config.write_timeout;
+                    match tokio::time::timeout(backstop, &mut writer_half).await {
+                        Ok(WriterEnd::Error(e)) => PumpEnd::WriteError(e),
+                        _ => PumpEnd::Closed(CloseReason::Shutdown),
+                    }
+                }
+                other => other,
+            },
+            end = &mut writer_half => match end {
+                WriterEnd::Closed(reason) => PumpEnd::Closed(reason),
+                WriterEnd::Error(e) => PumpEnd::WriteError(e),
+                // Decided below, once the reader half no longer borrows the session.
+                WriterEnd::Stalled => PumpEnd::Closed(CloseReason::SlowConsumer),
+            },
+        }
+    };
+
+    if let PumpEnd::Closed(CloseReason::SlowConsumer) = end {
+        // A stalled write closes the session as a slow consumer, unless the engine had already
+        // closed it for another reason: the first reason wins.
+        session.close(CloseReason::SlowConsumer);
+        let reason = session.closed().await;
+        return PumpEnd::Closed(reason);
+    }
+    end
+}
+
+// The pump's tests drive it over in-memory halves with a real engine on `MemoryStore`; they
+// live in `transport-ws/tests/ws/pump.rs` because `chat-store` cannot be used from chat-core's
+// unit tests (its `Store` impl is for the non-test build of this crate).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn limiter_caps_globally_and_per_address_and_frees_on_drop() {
+        let l = ConnLimiter::new(3, 2);
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let p1 = l.try_acquire(a).unwrap();
+        let _p2 = l.try_acquire(a).unwrap();
+        assert_eq!(l.try_acquire(a).unwrap_err(), Refused::PerIp);
+        let _p3 = l.try_acquire(b).unwrap();
+        assert_eq!(l.try_acquire(b).unwrap_err(), Refused::Full);
+        assert_eq!((l.open(), l.open_from(a)), (3, 2));
+        drop(p1);
+        assert_eq!((l.open(), l.open_from(a)), (2, 1));
+        let _p4 = l.try_acquire(a).unwrap();
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_and_mapped_v4_as_v4() {
+        let x: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let y: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let z: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(IpKey::of(x.into()), IpKey::of(y.into()));
+        assert_ne!(IpKey::of(x.into()), IpKey::of(z.into()));
+        let mapped: Ipv6Addr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            IpKey::of(mapped.into()),
+            IpKey::of(Ipv4Addr::new(10, 0, 0, 1).into())
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_signal_fires_every_clone() {
+        let s = ShutdownSignal::new();
+        let c = s.clone();
+        assert!(!c.is_triggered());
+        s.trigger();
+        c.triggered().await;
+        assert!(c.is_triggered());
+    }
+}

@@ -1,0 +1,166 @@
+//! The bounded outbound queue of one session.
+//!
+//! Why not `tokio::sync::mpsc`: fan-out pushes one frame into thousands of these queues per
+//! message, so the per-push cost is the hub's cost. A bounded tokio channel spends several
+//! atomic read-modify-writes per message on its semaphore and block list, and its receive
+//! side takes the semaphore's waiter mutex to return the permit. Here a push is one
+//! uncontended mutex round-trip around a `VecDeque` push, and the writer is woken only when the
+//! queue goes from empty to non-empty; the writer can take everything queued in one lock
+//! ([`Queue::drain_into`]). The queue holds `Arc`s, so a frame shared by ten thousand queues
+//! is one allocation.
+//!
+//! The mutex is a `std::sync::Mutex`: every critical section is a few instructions and never
+//! awaits.
+
+use crate::protocol::Outgoing;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Why a push failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The queue holds `capacity` frames.
+    Full,
+    /// The receiving side is gone.
+    Closed,
+}
+
+/// `repr(C, align(64))`: the fields every push and pop touch (the mutex, the deque's header,
+/// the capacity) share one cache line; the `Notify`, touched only to wake a parked writer,
+/// sits after them. With thousands of queues per fan-out, one line per queue instead of two
+/// is most of the difference to a shared ring buffer (see `fanout` in docs/BENCHMARKS.md).
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Queue {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    /// Wakes the writer; `notify_one` keeps a permit when nobody waits, so a wake-up between
+    /// the writer's emptiness check and its wait is not lost. Pushes notify only when the
+    /// writer said it is about to wait (`Inner::waiting`), so a busy queue costs no wake-ups.
+    ready: Notify,
+}
+
+#[derive(Debug)]
+struct Inner {
+    frames: VecDeque<Arc<Outgoing>>,
+    closed: bool,
+    /// The writer found the queue empty and is (about to be) parked on `ready`.
+    waiting: bool,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Arc<Queue> {
+        Arc::new(Queue {
+            inner: Mutex::new(Inner {
+                // No allocation until the first frame: an idle session costs only this struct.
+                frames: VecDeque::new(),
+                closed: false,
+                waiting: false,
+            }),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+        })
+    }
+
+    pub(crate) fn push(&self, frame: Arc<Outgoing>) -> Result<(), PushError> {
+        let wake = {
+            let mut g = crate::hub::lock(&self.inner);
+            if g.closed {
+                return Err(PushError::Closed);
+            }
+            if g.frames.len() >= self.capacity {
+                return Err(PushError::Full);
+            }
+            g.frames.push_back(frame);
+            std::mem::take(&mut g.waiting)
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next frame, waiting for one; `None` once closed and empty.
+    pub(crate) async fn recv(&self) -> Option<Arc<Outgoing>> {
+        loop {
+            {
+                let mut g = crate::hub::lock(&self.inner);
+                if let Some(f) = g.frames.pop_front() {
+                    return Some(f);
+                }
+                if g.closed {
+                    return None;
+                }
+                g.waiting = true;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    pub(crate) fn try_recv(&self) -> Option<Arc<Outgoing>> {
+        crate::hub::lock(&self.inner).frames.pop_front()
+    }
+
+    /// Moves up to `max` queued frames into `out` under one lock; returns how many.
+    pub(crate) fn drain_into(&self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
+        let mut g = crate::hub::lock(&self.inner);
+        let n = g.frames.len().min(max);
+        out.extend(g.frames.drain(..n));
+        if g.frames.is_empty() && g.frames.capacity() > 64 {
+            // After a burst, give the memory back: idle sessions should stay small.
+            g.frames = VecDeque::new();
+        }
+        n
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        crate::hub::lock(&self.inner).frames.len()
+    }
+
+    /// Refuses further pushes and drops what is queued. Wakes a waiting writer.
+    pub(crate) fn close(&self) {
+        {
+            let mut g = crate::hub::lock(&self.inner);
+            g.closed = true;
+            g.frames.clear();
+        }
+        self.ready.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerFrame;
+
+    #[test]
+    fn bounded_fifo() {
+        let q = Queue::new(2);
+        let f = Outgoing::event(ServerFrame::Pong);
+        assert_eq!(q.push(f.clone()), Ok(()));
+        assert_eq!(q.push(f.clone()), Ok(()));
+        assert_eq!(q.push(f.clone()), Err(PushError::Full));
+        assert_eq!(q.len(), 2);
+        let mut out = Vec::new();
+        assert_eq!(q.drain_into(&mut out, 10), 2);
+        assert!(q.try_recv().is_none());
+        q.close();
+        assert_eq!(q.push(f), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_a_waiting_receiver() {
+        let q = Queue::new(4);
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.recv().await.is_some() });
+        tokio::task::yield_now().await;
+        q.push(Outgoing::event(ServerFrame::Pong)).unwrap();
+        assert!(waiter.await.unwrap());
+        let q3 = q.clone();
+        let waiter = tokio::spawn(async move { q3.recv().await });
+        tokio::task::yield_now().await;
+        q.close();
+        assert!(waiter.await.unwrap().is_none(), "close ends a waiting recv");
+    }
+}
