@@ -352,7 +352,7 @@ enum WriterEnd<E> {
 ///
 /// The reader half feeds each inbound frame to [`Session::handle_bytes`]; the writer half
 /// writes the [`Outbox`] in batches — it waits for one frame, takes whatever else is already
-/// queued (up to [`PumpConfig::max_batch`]) with [`Outbox::try_recv`], and flushes once. Both
+/// queued (up to [`PumpConfig::max_batch`]) with [`Outbox::drain_into`], and flushes once. Both
 /// halves run concurrently in the caller's task, so a slow store call never stops writes and a
 /// blocked write never stops reads.
 ///
@@ -416,6 +416,8 @@ where
         let writer = &mut *writer;
         let writer_half = async move {
             let start = tokio::time::Instant::now() + config.probe_interval;
+            // Grows to at most `max_batch` pointers on first use and is reused after.
+            let mut batch = Vec::new();
             let mut probes = tokio::time::interval_at(start, config.probe_interval);
             probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -443,10 +445,10 @@ where
                         // Drain a snapshot of the queue: frames still arriving after the
                         // close must not keep us here.
                         let queued = outbox.len();
+                        outbox.drain_into(&mut batch, queued);
                         let drain = async {
-                            for _ in 0..queued {
-                                let Some(f) = outbox.try_recv() else { break };
-                                let c = cell.get(default_codec);
+                            let c = cell.get(default_codec);
+                            for f in batch.drain(..) {
                                 writer.feed(c, f.encoded(c)).await?;
                             }
                             writer.flush().await
@@ -458,16 +460,17 @@ where
                     }
                     Outbound::Close(reason) => return WriterEnd::Closed(reason),
                 };
-                let batch = async {
+                // Whatever else is queued joins the batch, taken with one lock.
+                batch.push(first);
+                outbox.drain_into(&mut batch, max_batch - 1);
+                let write = async {
                     let c = cell.get(default_codec);
-                    writer.feed(c, first.encoded(c)).await?;
-                    for _ in 1..max_batch {
-                        let Some(f) = outbox.try_recv() else { break };
+                    for f in batch.drain(..) {
                         writer.feed(c, f.encoded(c)).await?;
                     }
                     writer.flush().await
                 };
-                match tokio::time::timeout(config.write_timeout, batch).await {
+                match tokio::time::timeout(config.write_timeout, write).await {
                     Err(_) => return WriterEnd::Stalled,
                     Ok(Err(e)) => return WriterEnd::Error(e),
                     Ok(Ok(())) => {}

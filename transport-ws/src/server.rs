@@ -128,6 +128,7 @@ impl WsServer {
     /// sessions write what is queued and close with 1001. [`WsServer::serve`] calls it when
     /// its shutdown future resolves; embedders call it themselves. Other transports on the
     /// same engine are unaffected (`Engine::shutdown` closes every session of the engine).
+    /// Irreversible: a server that was shut down refuses every later connection.
     pub fn shutdown(&self) {
         self.inner.shutdown.trigger();
     }
