@@ -519,6 +519,22 @@ impl Codec {
         }
     }
 
+    /// The request id of a frame that failed to decode, if one can still be read from it, so
+    /// that the `bad_frame` error answers the request its sender is waiting on. Only called on
+    /// the error path.
+    pub fn request_id_hint(self, bytes: &[u8]) -> Option<RequestId> {
+        match self {
+            Codec::Json => serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()?
+                .get("id")?
+                .as_u64(),
+            // The envelope starts with the id (`Option<u64>`), whatever follows it.
+            Codec::Postcard => postcard::take_from_bytes::<Option<RequestId>>(bytes)
+                .ok()?
+                .0,
+        }
+    }
+
     /// Encodes a client request (for client libraries and tests).
     pub fn encode_request(self, req: &Request) -> Bytes {
         match self {
@@ -845,6 +861,24 @@ mod tests {
             .decode_request(br#"{"type":"nope"}"#)
             .unwrap_err();
         assert!(err.to_string().contains("unknown frame type"), "{err}");
+    }
+
+    #[test]
+    fn the_id_of_a_bad_frame_can_often_be_recovered() {
+        assert_eq!(
+            Codec::Json.request_id_hint(br#"{"type":"send","id":9,"room":"x"}"#),
+            Some(9)
+        );
+        assert_eq!(Codec::Json.request_id_hint(b"{nope"), None);
+        let good = Codec::Postcard.encode_request(&Request {
+            id: Some(300),
+            frame: ClientFrame::Ping,
+        });
+        let mut bad = good.to_vec();
+        bad.truncate(bad.len() - 1);
+        bad.push(0xff);
+        assert!(Codec::Postcard.decode_request(&bad).is_err());
+        assert_eq!(Codec::Postcard.request_id_hint(&bad), Some(300));
     }
 
     #[test]

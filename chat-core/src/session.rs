@@ -242,8 +242,9 @@ impl Session {
         match codec.decode_request(bytes) {
             Ok(req) => self.handle(req).await,
             Err(e) => {
-                if self.admit(None) {
-                    self.push_error(None, &e);
+                let id = codec.request_id_hint(bytes);
+                if self.admit(id) {
+                    self.push_error(id, &e);
                 }
             }
         }
