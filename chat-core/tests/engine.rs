@@ -1093,3 +1093,35 @@ async fn a_kicked_user_is_told_even_on_sessions_not_watching_the_room() {
         ServerFrame::MemberChanged { room: r2, change: MemberChange::Kicked, .. } if *r2 == room
     )));
 }
+
+#[tokio::test]
+async fn fan_out_shares_one_frame_and_one_encoding_among_recipients() {
+    let e = engine();
+    let (alice, bob, carol) = (
+        user(&e, "alice").await,
+        user(&e, "bob").await,
+        user(&e, "carol").await,
+    );
+    let room = group(&e, &alice, &[&bob, &carol]).await;
+    let mut b = Client::open(&e, &bob);
+    let mut c = Client::open(&e, &carol);
+    b.subscribe(room).await;
+    c.subscribe(room).await;
+    b.drain();
+    e.publish(chat_core::Author::User(alice), room, "shared".into(), None)
+        .await
+        .unwrap();
+    let fb = b.outbox.try_recv().expect("bob got it");
+    let fc = c.outbox.try_recv().expect("carol got it");
+    assert!(
+        std::sync::Arc::ptr_eq(&fb, &fc),
+        "one frame for every recipient"
+    );
+    let (jb, jc) = (fb.encoded(Codec::Json), fc.encoded(Codec::Json));
+    assert_eq!(jb.as_ptr(), jc.as_ptr(), "encoded once, bytes shared");
+    assert!(
+        std::str::from_utf8(&jb)
+            .unwrap()
+            .contains(r#""body":"shared""#)
+    );
+}
