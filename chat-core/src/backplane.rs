@@ -60,10 +60,15 @@ pub enum RemoteEventKind {
         /// The frame.
         frame: ServerFrame,
     },
-    /// Close every live session of a user (logout, revocation).
+    /// Close every live session of a user (logout everywhere, revocation).
     CloseUser {
         /// The user.
         user: UserId,
+    },
+    /// Close the live sessions opened with one token (logout).
+    CloseToken {
+        /// SHA-256 of the token.
+        token_hash: [u8; 32],
     },
 }
 

@@ -711,6 +711,8 @@ impl Engine {
         let hash = crate::auth::hash_token(token);
         let existed = self.st().revoke_auth_session(&hash).await?;
         self.inner.hub.close_token(&hash, CloseReason::Revoked);
+        self.to_backplane(RemoteEventKind::CloseToken { token_hash: hash })
+            .await;
         Ok(existed)
     }
 
@@ -758,6 +760,11 @@ impl Engine {
             }
             RemoteEventKind::CloseUser { user } => {
                 self.inner.hub.close_user(user, CloseReason::Revoked);
+            }
+            RemoteEventKind::CloseToken { token_hash } => {
+                self.inner
+                    .hub
+                    .close_token(&token_hash, CloseReason::Revoked);
             }
         }
     }

@@ -238,3 +238,18 @@ async fn ephemeral_events_and_notices_cross_nodes() {
             .any(|r| matches!(&r.frame, ServerFrame::Notice { body, .. } if body == "psst"))
     );
 }
+
+#[tokio::test]
+async fn logging_out_a_token_closes_its_sessions_on_every_node() {
+    let (nodes, _bus) = cluster(2);
+    let alice = common::user(&nodes[0], "alice").await;
+    let token = nodes[0].accounts().issue_token(alice.user).await.unwrap();
+    let identity = nodes[1]
+        .accounts()
+        .verify_token(token.as_str())
+        .await
+        .unwrap();
+    let mut remote = Client::open(&nodes[1], &identity);
+    assert!(nodes[0].logout(token.as_str()).await.unwrap());
+    assert_eq!(remote.closed().await, chat_core::CloseReason::Revoked);
+}
