@@ -18,7 +18,7 @@
 //! ```
 
 use crate::hub::CloseReason;
-use crate::protocol::Codec;
+use crate::protocol::{Codec, Outgoing};
 use crate::session::{Outbound, Outbox, Session};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -241,6 +241,23 @@ pub trait FrameWriter: Send {
         bytes: Bytes,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Buffers one queued frame. The pump calls this, not [`FrameWriter::feed`], for every
+    /// frame it takes from the outbox.
+    ///
+    /// The default encodes the frame in `codec` — once, shared with every other recipient of
+    /// the same fan-out frame (see [`Outgoing::encoded`]) — and calls `feed`; that is what
+    /// a transport of protocol frames wants. A transport that shows frames in some other form
+    /// overrides it to work from [`Outgoing::response`] directly (TCP line mode renders each
+    /// frame as text for a terminal), instead of decoding bytes that were encoded only to be
+    /// handed to it.
+    fn feed_frame(
+        &mut self,
+        codec: Codec,
+        frame: Arc<Outgoing>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.feed(codec, frame.encoded(codec))
+    }
+
     /// Writes everything buffered to the peer.
     fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
@@ -449,7 +466,7 @@ where
                         let drain = async {
                             let c = cell.get(default_codec);
                             for f in batch.drain(..) {
-                                writer.feed(c, f.encoded(c)).await?;
+                                writer.feed_frame(c, f).await?;
                             }
                             writer.flush().await
                         };
@@ -466,7 +483,7 @@ where
                 let write = async {
                     let c = cell.get(default_codec);
                     for f in batch.drain(..) {
-                        writer.feed(c, f.encoded(c)).await?;
+                        writer.feed_frame(c, f).await?;
                     }
                     writer.flush().await
                 };

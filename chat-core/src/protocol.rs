@@ -529,9 +529,11 @@ impl Codec {
                 .get("id")?
                 .as_u64(),
             // The envelope starts with the id (`Option<u64>`), whatever follows it.
-            Codec::Postcard => postcard::take_from_bytes::<Option<RequestId>>(bytes)
-                .ok()?
-                .0,
+            Codec::Postcard => {
+                postcard::take_from_bytes::<Option<RequestId>>(bytes)
+                    .ok()?
+                    .0
+            }
         }
     }
 

@@ -1,13 +1,16 @@
 //! Model-based test: random operation sequences run against every store and against a small
 //! reference model must give the same observable results, step by step.
 //!
-//! Stores plug in through [`factories`]; a new store (SQLite) is one more entry there. Every
-//! store is compared against the model, so all stores also agree with one another.
+//! Stores plug in through [`factories`] (today `MemoryStore` and `SqliteStore`); a new store
+//! is one more entry there. Every store is compared against the model, so all stores also
+//! agree with one another.
 //!
 //! Ids differ between stores and the model, so observations are normalised: a user or room
 //! id becomes its *handle*, the index of the operation result that created it. This assumes
 //! stores hand out ids in increasing order of creation (which is what makes "ordered by id"
 //! equal to "ordered by handle").
+
+mod support;
 
 use chat_core::store::{MAX_HISTORY_PAGE, NewRoom};
 use chat_core::validate::fold;
@@ -25,12 +28,17 @@ use std::sync::Arc;
 /// Makes a fresh, empty store.
 type Factory = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>>>;
 
-/// The stores under test. Add the SQLite store here.
+/// The stores under test. The SQLite store runs on a fresh file in its own temporary
+/// directory per case (no fsync per commit at the default `synchronous = NORMAL`, so a case
+/// costs milliseconds).
 fn factories() -> Vec<(&'static str, Factory)> {
-    vec![(
-        "memory",
-        Box::new(|| Box::pin(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })),
-    )]
+    vec![
+        (
+            "memory",
+            Box::new(|| Box::pin(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })),
+        ),
+        ("sqlite", Box::new(|| Box::pin(support::TempStore::shared()))),
+    ]
 }
 
 const USER_NAMES: [&str; 5] = ["ann", "bob", "cy", "dee", "eve"];

@@ -1,0 +1,239 @@
+//! The SQLite store: durable appends per second under 1, 16 and 256 concurrent publishers
+//! (group commit at work), and a history page of 100 from a room of 1 000 000 entries.
+//!
+//! Appends go through the public `Store` API on a real file in a temporary directory: each
+//! is acknowledged only after its transaction committed. Criterion's time per iteration is
+//! the wall time for one append with `p` publishers appending concurrently (`iters` appends
+//! split among them), so the reported throughput is appends per second overall.
+//!
+//! The load is shaped like a real server's: publisher `p` is its own user, posting into one
+//! of 16 rooms, and every message carries a client id that looks random (as UUIDs do). That
+//! is the expensive case for the idempotency index, where each append lands on a different
+//! index page; `sequential_ids` repeats the 256-publisher case with one user and ids that
+//! sort in order, to show what that costs.
+//!
+//! The 1 000 000-entry room is built once, through the same public API (256 concurrent
+//! publishers), not by writing rows behind the store's back, so the file has exactly the
+//! layout the store produces. That takes several seconds of set-up.
+
+use chat_core::store::NewRoom;
+use chat_core::{
+    EntryKind, HistoryQuery, Message, NewEntry, RoomId, RoomKind, Seq, Store, Timestamp, User,
+};
+use chat_store::{SqliteConfig, SqliteStore, Synchronous};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A typical chat message.
+const BODY: &str = "Sounds good, I'll push the fix after lunch and ping you when CI is green.";
+
+/// How the client ids of a run look.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// 128 bits of well-mixed hex, like a UUID: each append hits a random index page.
+    Random,
+    /// One user, zero-padded counters: appends hit the end of the index.
+    Sequential,
+}
+
+struct Rig {
+    store: Arc<SqliteStore>,
+    users: Vec<User>,
+    rooms: Vec<RoomId>,
+    /// Makes every client message id unique across iterations.
+    next_id: Arc<AtomicU64>,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(synchronous: Synchronous, users: usize, rooms: usize) -> Rig {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = SqliteConfig {
+        synchronous,
+        ..SqliteConfig::default()
+    };
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("bench.db"), config)
+            .await
+            .expect("open"),
+    );
+    let mut all_users = Vec::new();
+    for u in 0..users {
+        let user = store
+            .create_user(&format!("user{u}"), None, false, Timestamp::now())
+            .await
+            .expect("user");
+        all_users.push(user);
+    }
+    let mut all_rooms = Vec::new();
+    for r in 0..rooms {
+        let room = store
+            .create_room(NewRoom {
+                kind: RoomKind::Group,
+                name: format!("room {r}"),
+                created_by: Some(all_users[0].id),
+                at: Timestamp::now(),
+            })
+            .await
+            .expect("room");
+        all_rooms.push(room.id);
+    }
+    Rig {
+        store,
+        users: all_users,
+        rooms: all_rooms,
+        next_id: Arc::new(AtomicU64::new(0)),
+        _dir: dir,
+    }
+}
+
+/// SplitMix64: a bijective mix, so distinct counters give distinct, random-looking ids.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1330_11eb);
+    z ^ (z >> 31)
+}
+
+fn entry(rig: &Rig, publisher: u64, id: u64, ids: Ids) -> NewEntry {
+    let (user, client_msg_id) = match ids {
+        Ids::Random => (
+            &rig.users[publisher as usize % rig.users.len()],
+            format!("{:016x}{:016x}", mix(id), mix(!id)),
+        ),
+        Ids::Sequential => (&rig.users[0], format!("m{id:016}")),
+    };
+    NewEntry {
+        room: rig.rooms[publisher as usize % rig.rooms.len()],
+        at: Timestamp::now(),
+        kind: EntryKind::Message(Message {
+            sender: Some(user.id),
+            sender_name: user.username.clone(),
+            body: BODY.into(),
+            client_msg_id: Some(client_msg_id),
+        }),
+    }
+}
+
+/// `total` appends from `publishers` concurrent tasks; returns the wall time.
+async fn append_concurrently(rig: &Rig, publishers: u64, total: u64, ids: Ids) -> Duration {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut work = Vec::new();
+    for p in 0..publishers {
+        let share = total / publishers + u64::from(p < total % publishers);
+        if share == 0 {
+            continue;
+        }
+        let first = rig.next_id.fetch_add(share, Ordering::Relaxed);
+        let entries: Vec<NewEntry> = (first..first + share)
+            .map(|id| entry(rig, p, id, ids))
+            .collect();
+        work.push(entries);
+    }
+    // The entries are built before the clock starts: only the appends are timed.
+    let start = Instant::now();
+    for entries in work {
+        let store = rig.store.clone();
+        tasks.spawn(async move {
+            for e in entries {
+                let a = store.append(e).await.expect("append");
+                assert!(!a.duplicate);
+            }
+        });
+    }
+    tasks.join_all().await;
+    start.elapsed()
+}
+
+fn appends(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("store_append");
+    group.throughput(Throughput::Elements(1));
+    let cases = [
+        ("sync_normal", Synchronous::Normal, Ids::Random, &[1u64, 16, 256][..]),
+        ("sync_full", Synchronous::Full, Ids::Random, &[1, 16, 256][..]),
+        ("sync_normal_sequential_ids", Synchronous::Normal, Ids::Sequential, &[256][..]),
+    ];
+    for (label, sync, ids, publisher_counts) in cases {
+        let rig = rt.block_on(rig(sync, 256, 16));
+        for &publishers in publisher_counts {
+            let before = rig.store.write_stats();
+            group.bench_with_input(
+                BenchmarkId::new(label, publishers),
+                &publishers,
+                |b, &p| {
+                    b.iter_custom(|iters| rt.block_on(append_concurrently(&rig, p, iters, ids)))
+                },
+            );
+            let after = rig.store.write_stats();
+            let commands = after.commands - before.commands;
+            let transactions = (after.transactions - before.transactions).max(1);
+            eprintln!(
+                "  {label}/{publishers}: {commands} appends in {transactions} transactions, \
+                 {:.1} per commit",
+                commands as f64 / transactions as f64
+            );
+        }
+    }
+    group.finish();
+}
+
+fn history(c: &mut Criterion) {
+    const ROOM_SIZE: u64 = 1_000_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // One room, 256 users posting into it.
+    let rig = rt.block_on(rig(Synchronous::Normal, 256, 1));
+    let room = rig.rooms[0];
+    let started = Instant::now();
+    let mut built = 0;
+    while built < ROOM_SIZE {
+        let chunk = 100_000.min(ROOM_SIZE - built);
+        rt.block_on(append_concurrently(&rig, 256, chunk, Ids::Random));
+        built += chunk;
+    }
+    let latest = rt.block_on(rig.store.latest_seq(room)).expect("latest");
+    assert_eq!(latest, Seq(ROOM_SIZE));
+    eprintln!(
+        "  built a room of {ROOM_SIZE} entries in {:.1?}",
+        started.elapsed()
+    );
+
+    let mut group = c.benchmark_group("store_history_1m");
+    group.throughput(Throughput::Elements(100));
+    let pages = [
+        ("latest_100", HistoryQuery::Before(Seq(u64::MAX))),
+        ("middle_100", HistoryQuery::Before(Seq(ROOM_SIZE / 2))),
+        ("oldest_100", HistoryQuery::After(Seq::ZERO)),
+    ];
+    for (name, query) in pages {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let page = rig
+                    .store
+                    .history(room, query, 100)
+                    .await
+                    .expect("history");
+                assert_eq!(page.len(), 100);
+                page
+            })
+        });
+    }
+    group.finish();
+}
+
+// criterion_group! generates an undocumented public fn.
+#[allow(missing_docs)]
+mod harness {
+    criterion::criterion_group!(benches, super::appends, super::history);
+}
+use harness::benches;
+criterion_main!(benches);
