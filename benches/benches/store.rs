@@ -6,11 +6,12 @@
 //! the wall time for one append with `p` publishers appending concurrently (`iters` appends
 //! split among them), so the reported throughput is appends per second overall.
 //!
-//! The load is shaped like a real server's: publisher `p` is its own user, posting into one
-//! of 16 rooms, and every message carries a client id that looks random (as UUIDs do). That
-//! is the expensive case for the idempotency index, where each append lands on a different
-//! index page; `sequential_ids` repeats the 256-publisher case with one user and ids that
-//! sort in order, to show what that costs.
+//! The load is shaped like a server's: publisher `p` is its own user, posting into one of
+//! 16 rooms, and its client message ids increase (a per-device counter, a ULID or a UUIDv7
+//! all do). Two variants of the 256-publisher case bracket it: `random_ids` uses uniformly
+//! random ids (UUIDv4-like), the worst case for the idempotency index, where every append
+//! lands on a different index page; `one_user_sequential_ids` is one user with ids in order,
+//! the best case.
 //!
 //! The 1 000 000-entry room is built once, through the same public API (256 concurrent
 //! publishers), not by writing rows behind the store's back, so the file has exactly the
@@ -29,13 +30,15 @@ use std::time::{Duration, Instant};
 /// A typical chat message.
 const BODY: &str = "Sounds good, I'll push the fix after lunch and ping you when CI is green.";
 
-/// How the client ids of a run look.
+/// Who posts, and how the client ids of a run look.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ids {
-    /// 128 bits of well-mixed hex, like a UUID: each append hits a random index page.
+    /// Publisher `p` is user `p`; its ids increase.
+    PerUserIncreasing,
+    /// Publisher `p` is user `p`; ids are 128 well-mixed bits in hex, like a UUIDv4.
     Random,
-    /// One user, zero-padded counters: appends hit the end of the index.
-    Sequential,
+    /// Every publisher is the same user; ids increase.
+    OneUserSequential,
 }
 
 struct Rig {
@@ -97,12 +100,11 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn entry(rig: &Rig, publisher: u64, id: u64, ids: Ids) -> NewEntry {
+    let own = &rig.users[publisher as usize % rig.users.len()];
     let (user, client_msg_id) = match ids {
-        Ids::Random => (
-            &rig.users[publisher as usize % rig.users.len()],
-            format!("{:016x}{:016x}", mix(id), mix(!id)),
-        ),
-        Ids::Sequential => (&rig.users[0], format!("m{id:016}")),
+        Ids::PerUserIncreasing => (own, format!("c-{id:016}")),
+        Ids::Random => (own, format!("{:016x}{:016x}", mix(id), mix(!id))),
+        Ids::OneUserSequential => (&rig.users[0], format!("c-{id:016}")),
     };
     NewEntry {
         room: rig.rooms[publisher as usize % rig.rooms.len()],
@@ -114,6 +116,28 @@ fn entry(rig: &Rig, publisher: u64, id: u64, ids: Ids) -> NewEntry {
             client_msg_id: Some(client_msg_id),
         }),
     }
+}
+
+/// CPU seconds used so far by this process's threads whose name starts with `prefix`
+/// (Linux only; `None` elsewhere). The wall-clock figures of a shared 2-core machine move
+/// with whatever else runs on it; the writer thread's CPU time per append does much less,
+/// so the benchmark prints it too.
+fn thread_cpu(prefix: &str) -> Option<f64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        total += ticks / 100.0; // USER_HZ is 100 on Linux
+    }
+    Some(total)
 }
 
 /// `total` appends from `publishers` concurrent tasks; returns the wall time.
@@ -154,29 +178,49 @@ fn appends(c: &mut Criterion) {
         .expect("runtime");
     let mut group = c.benchmark_group("store_append");
     group.throughput(Throughput::Elements(1));
+    let all = &[1u64, 16, 256][..];
     let cases = [
-        ("sync_normal", Synchronous::Normal, Ids::Random, &[1u64, 16, 256][..]),
-        ("sync_full", Synchronous::Full, Ids::Random, &[1, 16, 256][..]),
-        ("sync_normal_sequential_ids", Synchronous::Normal, Ids::Sequential, &[256][..]),
+        (
+            "sync_normal",
+            Synchronous::Normal,
+            Ids::PerUserIncreasing,
+            all,
+        ),
+        ("sync_full", Synchronous::Full, Ids::PerUserIncreasing, all),
+        (
+            "sync_normal_random_ids",
+            Synchronous::Normal,
+            Ids::Random,
+            &[256][..],
+        ),
+        (
+            "sync_normal_one_user_sequential_ids",
+            Synchronous::Normal,
+            Ids::OneUserSequential,
+            &[256][..],
+        ),
     ];
     for (label, sync, ids, publisher_counts) in cases {
         let rig = rt.block_on(rig(sync, 256, 16));
         for &publishers in publisher_counts {
             let before = rig.store.write_stats();
-            group.bench_with_input(
-                BenchmarkId::new(label, publishers),
-                &publishers,
-                |b, &p| {
-                    b.iter_custom(|iters| rt.block_on(append_concurrently(&rig, p, iters, ids)))
-                },
-            );
+            let cpu_before = (thread_cpu("chat-store-writ"), thread_cpu("chat-store-chec"));
+            group.bench_with_input(BenchmarkId::new(label, publishers), &publishers, |b, &p| {
+                b.iter_custom(|iters| rt.block_on(append_concurrently(&rig, p, iters, ids)))
+            });
             let after = rig.store.write_stats();
             let commands = after.commands - before.commands;
             let transactions = (after.transactions - before.transactions).max(1);
+            let per_append = |before: Option<f64>, name: &str| {
+                let used = thread_cpu(name)? - before?;
+                Some(used * 1e6 / commands.max(1) as f64)
+            };
             eprintln!(
                 "  {label}/{publishers}: {commands} appends in {transactions} transactions, \
-                 {:.1} per commit",
-                commands as f64 / transactions as f64
+                 {:.1} per commit; CPU per append: writer {:.1} µs, checkpointer {:.1} µs",
+                commands as f64 / transactions as f64,
+                per_append(cpu_before.0, "chat-store-writ").unwrap_or(f64::NAN),
+                per_append(cpu_before.1, "chat-store-chec").unwrap_or(f64::NAN),
             );
         }
     }
@@ -197,7 +241,12 @@ fn history(c: &mut Criterion) {
     let mut built = 0;
     while built < ROOM_SIZE {
         let chunk = 100_000.min(ROOM_SIZE - built);
-        rt.block_on(append_concurrently(&rig, 256, chunk, Ids::Random));
+        rt.block_on(append_concurrently(
+            &rig,
+            256,
+            chunk,
+            Ids::PerUserIncreasing,
+        ));
         built += chunk;
     }
     let latest = rt.block_on(rig.store.latest_seq(room)).expect("latest");
@@ -217,17 +266,22 @@ fn history(c: &mut Criterion) {
     for (name, query) in pages {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
-                let page = rig
-                    .store
-                    .history(room, query, 100)
-                    .await
-                    .expect("history");
+                let page = rig.store.history(room, query, 100).await.expect("history");
                 assert_eq!(page.len(), 100);
                 page
             })
         });
     }
     group.finish();
+
+    // Not a criterion benchmark (it can run once): how long deleting the room holds the
+    // writer, which is how long other writes wait meanwhile.
+    let started = Instant::now();
+    assert!(rt.block_on(rig.store.delete_room(room)).expect("delete"));
+    eprintln!(
+        "  deleted the room of {ROOM_SIZE} entries in {:.1?}",
+        started.elapsed()
+    );
 }
 
 // criterion_group! generates an undocumented public fn.

@@ -122,9 +122,72 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes a password into a PHC string on the blocking pool.
+/// Runs password hashing off the async threads, on a small pool of dedicated threads.
+///
+/// Why not `tokio::task::spawn_blocking`: each argon2 call allocates a 19 MiB block, and the
+/// blocking pool has up to hundreds of threads that other work (store reads) also uses. With
+/// glibc every thread that ever hashed keeps its own arena holding such a block, so under a
+/// wave of sign-ups the process grew by ~9.5 MiB per registration and never shrank (measured
+/// with `chat-load`, docs/BENCHMARKS.md). A fixed set of threads bounds that memory to
+/// `threads × 19 MiB` and bounds the CPU that hashing can take from the rest of the server.
+/// Callers beyond the pool's capacity wait in a bounded queue.
+async fn on_hashing_pool<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    use std::sync::mpsc::{SyncSender, sync_channel};
+    type Job = Box<dyn FnOnce() + Send>;
+    static POOL: OnceLock<std::sync::Mutex<SyncSender<Job>>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 4);
+        let (tx, rx) = sync_channel::<Job>(256);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("chat-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take the next job, never while hashing.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
+        std::sync::Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = reply_tx.send(job());
+    });
+    let sender = crate::hub::lock(pool).clone();
+    match sender.try_send(job) {
+        Ok(()) => {}
+        // 256 hashes already wait: wait for room on the blocking pool, not on an async worker.
+        Err(std::sync::mpsc::TrySendError::Full(job)) => {
+            tokio::task::spawn_blocking(move || sender.send(job))
+                .await
+                .map_err(|e| Error::Internal(format!("hashing queue failed: {e}")))?
+                .map_err(|_| Error::Internal("the hashing pool is gone".into()))?;
+        }
+        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+            return Err(Error::Internal("the hashing pool is gone".into()));
+        }
+    }
+    reply_rx
+        .await
+        .map_err(|_| Error::Internal("a hashing job was dropped".into()))
+}
+
+/// Hashes a password into a PHC string on the hashing pool.
 pub async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
+    on_hashing_pool(move || {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
         let salt =
@@ -134,13 +197,12 @@ pub async fn hash_password(password: String) -> Result<String> {
             .map(|h| h.to_string())
             .map_err(|e| Error::Internal(format!("argon2: {e}")))
     })
-    .await
-    .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))?
+    .await?
 }
 
-/// Verifies a password against a PHC string on the blocking pool.
+/// Verifies a password against a PHC string on the hashing pool.
 pub async fn verify_password(password: String, phc: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
+    on_hashing_pool(move || {
         let Ok(parsed) = PasswordHash::new(&phc) else {
             return false;
         };
@@ -150,7 +212,6 @@ pub async fn verify_password(password: String, phc: String) -> Result<bool> {
             .is_ok()
     })
     .await
-    .map_err(|e| Error::Internal(format!("verification task failed: {e}")))
 }
 
 /// A hash of a random password, verified against when the user does not exist, so that

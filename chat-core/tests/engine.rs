@@ -1125,3 +1125,23 @@ async fn fan_out_shares_one_frame_and_one_encoding_among_recipients() {
             .contains(r#""body":"shared""#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_sign_ups_all_complete_on_the_bounded_hashing_pool() {
+    let e = engine();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let e = e.clone();
+            tokio::spawn(async move {
+                e.accounts()
+                    .register(&format!("user{i}"), "correct horse")
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (user, _) = e.accounts().login("user7", "correct horse").await.unwrap();
+    assert_eq!(user.username, "user7");
+}

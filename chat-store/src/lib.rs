@@ -43,7 +43,8 @@
 //!   transactions, WAL, and decades of crash-safety testing that no hand-written log format
 //!   in this crate could match. `rusqlite` is the thin, mature, safe binding to it; the
 //!   `bundled` feature compiles a known SQLite version into the binary, so a fresh machine
-//!   needs no system library and every deployment runs the version the tests ran.
+//!   needs no system library and every deployment runs the version the tests ran; `hooks`
+//!   gives the WAL hook that moves checkpoints off the writer thread.
 //! - **`thiserror`**: the one error type of this crate ([`OpenError`]) with no hand-written
 //!   `Display`/`Error` boilerplate; already a dependency of `chat-core`.
 //! - **`tempfile`** (tests only): the durable paths must be tested on real files (WAL,

@@ -14,7 +14,10 @@
 //! - `PRAGMA integrity_check` says `ok`.
 
 use chat_core::store::{MAX_HISTORY_PAGE, NewRoom};
-use chat_core::{EntryKind, HistoryQuery, LogEntry, Message, NewEntry, RoomId, RoomKind, Seq, Store, Timestamp, UserId};
+use chat_core::{
+    EntryKind, HistoryQuery, LogEntry, Message, NewEntry, RoomId, RoomKind, Seq, Store, Timestamp,
+    UserId,
+};
 use chat_store::{SqliteConfig, SqliteStore};
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -162,7 +165,10 @@ fn acknowledged_appends_survive_sigkill() {
         let store = SqliteStore::open(&path, SqliteConfig::default())
             .await
             .unwrap();
-        let writer = store.create_user("writer", None, false, Timestamp(0)).await.unwrap();
+        let writer = store
+            .create_user("writer", None, false, Timestamp(0))
+            .await
+            .unwrap();
         assert_eq!(writer.id, UserId(1));
         for r in 1..=ROOMS {
             let room = store
@@ -199,7 +205,7 @@ fn acknowledged_appends_survive_sigkill() {
                 .collect::<Vec<String>>()
         });
         // Anywhere from during start-up and recovery to well into the appends.
-        std::thread::sleep(Duration::from_millis(5 + random_below(120)));
+        std::thread::sleep(Duration::from_millis(5 + random_below(95)));
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
         let lines = reader.join().unwrap();

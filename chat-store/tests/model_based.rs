@@ -37,7 +37,10 @@ fn factories() -> Vec<(&'static str, Factory)> {
             "memory",
             Box::new(|| Box::pin(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })),
         ),
-        ("sqlite", Box::new(|| Box::pin(support::TempStore::shared()))),
+        (
+            "sqlite",
+            Box::new(|| Box::pin(support::TempStore::shared())),
+        ),
     ]
 }
 

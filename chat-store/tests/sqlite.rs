@@ -119,7 +119,10 @@ async fn a_database_of_a_newer_schema_is_refused_untouched() {
         let store = SqliteStore::open(&path, SqliteConfig::default())
             .await
             .unwrap();
-        store.create_user("alice", None, false, ts(0)).await.unwrap();
+        store
+            .create_user("alice", None, false, ts(0))
+            .await
+            .unwrap();
     }
     // Let the dropped store's writer thread close the file, then bump the version.
     for _ in 0..100 {
@@ -241,12 +244,22 @@ async fn everything_survives_a_reopen() {
             .await
             .unwrap();
         s.delete_room(gone.id).await.unwrap();
-        let dm = s.direct_room(alice.id, bob.id, "a & b", ts(4)).await.unwrap();
-        s.add_member(g.id, bob.id, Role::Admin, ts(5)).await.unwrap();
+        let dm = s
+            .direct_room(alice.id, bob.id, "a & b", ts(4))
+            .await
+            .unwrap();
+        s.add_member(g.id, bob.id, Role::Admin, ts(5))
+            .await
+            .unwrap();
         for i in 0..5 {
-            s.append(message(g.id, &alice, &format!("m{i}"), Some(&format!("c{i}"))))
-                .await
-                .unwrap();
+            s.append(message(
+                g.id,
+                &alice,
+                &format!("m{i}"),
+                Some(&format!("c{i}")),
+            ))
+            .await
+            .unwrap();
         }
         s.mark_read(g.id, bob.id, Seq(3)).await.unwrap();
         s.create_invite(Invite {
@@ -276,10 +289,19 @@ async fn everything_survives_a_reopen() {
     assert_eq!(c.password_hash.as_deref(), Some("$argon2id$x"));
     assert_eq!(s.credentials("bob").await.unwrap().unwrap().user, bob);
     assert_eq!(s.room(g.id).await.unwrap(), Some(g.clone()));
-    assert_eq!(s.public_room_by_name("lobby").await.unwrap(), Some(g.clone()));
+    assert_eq!(
+        s.public_room_by_name("lobby").await.unwrap(),
+        Some(g.clone())
+    );
     assert_eq!(s.room(gone.id).await.unwrap(), None);
-    assert_eq!(s.direct_room(bob.id, alice.id, "x", ts(9)).await.unwrap(), dm);
-    assert_eq!(s.member(g.id, bob.id).await.unwrap().unwrap().role, Role::Admin);
+    assert_eq!(
+        s.direct_room(bob.id, alice.id, "x", ts(9)).await.unwrap(),
+        dm
+    );
+    assert_eq!(
+        s.member(g.id, bob.id).await.unwrap().unwrap().role,
+        Role::Admin
+    );
     assert_eq!(s.latest_seq(g.id).await.unwrap(), Seq(5));
     let log = s
         .history(g.id, HistoryQuery::Before(Seq(u64::MAX)), 100)
@@ -294,7 +316,10 @@ async fn everything_survives_a_reopen() {
     assert_eq!(again.entry, log[2]);
     let unread = s.unread(bob.id).await.unwrap();
     let lobby = unread.iter().find(|u| u.room == g.id).unwrap();
-    assert_eq!((lobby.read_seq, lobby.latest_seq, lobby.unread), (Seq(3), Seq(5), 2));
+    assert_eq!(
+        (lobby.read_seq, lobby.latest_seq, lobby.unread),
+        (Seq(3), Seq(5), 2)
+    );
     assert_eq!(s.invite("code").await.unwrap().unwrap().uses, 1);
     assert_eq!(
         s.auth_session(&[7; 32], ts(1)).await.unwrap(),
@@ -334,7 +359,9 @@ async fn a_lock_held_elsewhere_is_a_busy_error_and_passes() {
         })
         .await
         .unwrap();
-    s.append(message(g.id, &alice, "before", None)).await.unwrap();
+    s.append(message(g.id, &alice, "before", None))
+        .await
+        .unwrap();
 
     let other = rusqlite::Connection::open(s.path()).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();

@@ -138,9 +138,13 @@ impl Default for SqliteConfig {
 ///   ([`Synchronous::Full`]). Appends are acknowledged only after their transaction
 ///   committed; a storage error is never an acknowledgement.
 /// - One dedicated writer thread owns the write connection and commits in **groups**: the
-///   writes queued while a transaction commits all go into the next one (each in its own
-///   savepoint, so one failing write does not fail its neighbours). Many concurrent
-///   publishers thus share each commit.
+///   writes queued while a transaction commits all go into the next one, so many concurrent
+///   publishers share each commit. A write that is refused (a taken name, an unknown room,
+///   …) does not fail its neighbours: each command runs in its own savepoint, or, for the
+///   hot paths (append, mark read), decides every refusal before writing anything. A
+///   storage failure that leaves the transaction unusable (disk full, I/O error) fails every
+///   write of that transaction — never an acknowledgement for something not committed.
+/// - WAL checkpoints run on a thread of their own, off the writer's path.
 /// - Reads run on a small pool of read-only connections on Tokio's blocking pool; in WAL mode
 ///   they never wait for writes.
 ///
@@ -153,6 +157,16 @@ impl Default for SqliteConfig {
 /// stores the new `last_seq` in the same transaction, on the single writer thread, so seqs
 /// are gap-free, unique and visible only once committed; `latest_seq` is one primary-key
 /// read.
+///
+/// # Costs to know about
+///
+/// - Every write goes through the one writer thread, so a long write delays the others:
+///   deleting a room deletes its whole log in one transaction (about a second per million
+///   entries, during which other writes queue; reads go on).
+/// - Client message ids are indexed for idempotency. Ids that increase per client (a
+///   counter, a ULID, a UUIDv7) keep that index cheap to update; uniformly random ids
+///   (UUIDv4) land every append on a different index page, which costs noticeably more
+///   write bandwidth under heavy load (see `benches/benches/store.rs` in the workspace).
 ///
 /// # Sharing a file
 ///
@@ -202,13 +216,13 @@ impl SqliteStore {
                 return Err(OpenError::Config(format!("{name} must be at least 1")));
             }
         }
-        let mut conn =
-            schema::open_writer(path, config.synchronous.pragma(), config.busy_timeout)?;
+        let mut conn = schema::open_writer(path, config.synchronous.pragma(), config.busy_timeout)?;
         checkpointer::install(&mut conn, path, config.busy_timeout)?;
         // Readers reopen the file by name: pin it down now that it exists, so that a later
         // change of the working directory cannot send them elsewhere.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let writer = Writer::spawn(conn, config.queue, config.max_batch).map_err(OpenError::Thread)?;
+        let writer =
+            Writer::spawn(conn, config.queue, config.max_batch).map_err(OpenError::Thread)?;
         let readers = Arc::new(Readers::new(
             path.clone(),
             config.busy_timeout,

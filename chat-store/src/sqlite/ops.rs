@@ -380,15 +380,7 @@ pub(crate) fn direct_room(
         return Ok(existing);
     }
     let pair = (a.min(b), a.max(b));
-    let room = insert_room(
-        conn,
-        RoomKind::Direct,
-        name,
-        None,
-        Some(a),
-        at,
-        Some(pair),
-    )?;
+    let room = insert_room(conn, RoomKind::Direct, name, None, Some(a), at, Some(pair))?;
     insert_member(conn, room.id, a, Role::Member, at)?;
     insert_member(conn, room.id, b, Role::Member, at)?;
     Ok(room)
@@ -671,11 +663,7 @@ pub(crate) fn unread(conn: &mut Connection, user: UserId) -> Result<Vec<Unread>>
         .prepare_cached(UNREAD_ROOMS)
         .db()?
         .query_map([cap(user.0)], |r| {
-            Ok((
-                id(r, 0)?,
-                marker_from_sql(r.get(1)?),
-                Seq(u64_at(r, 2)?),
-            ))
+            Ok((id(r, 0)?, marker_from_sql(r.get(1)?), Seq(u64_at(r, 2)?)))
         })
         .db()?
         .collect::<rusqlite::Result<_>>()
@@ -688,10 +676,9 @@ pub(crate) fn unread(conn: &mut Connection, user: UserId) -> Result<Vec<Unread>>
                 0
             } else {
                 count
-                    .query_row(
-                        params![cap(room.0), cap(read_seq.0), cap(user.0)],
-                        |r| u64_at(r, 0),
-                    )
+                    .query_row(params![cap(room.0), cap(read_seq.0), cap(user.0)], |r| {
+                        u64_at(r, 0)
+                    })
                     .db()?
             };
             out.push(Unread {
@@ -828,7 +815,10 @@ mod tests {
             let p = plan(&conn, sql);
             assert!(p.contains(expected), "{sql}\n  plan: {p}");
             assert!(!p.contains("SCAN"), "{sql}\n  plan: {p}");
-            assert!(!p.contains("TEMP B-TREE"), "sorts in memory: {sql}\n  plan: {p}");
+            assert!(
+                !p.contains("TEMP B-TREE"),
+                "sorts in memory: {sql}\n  plan: {p}"
+            );
         }
     }
 }

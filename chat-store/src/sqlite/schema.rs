@@ -193,7 +193,10 @@ fn check_header(path: &Path) -> Result<(), OpenError> {
     }
     // The magic string, a valid page size (a power of two from 512 to 32768, or 1 for
     // 65536), and the three payload fractions that SQLite fixes at 64, 32 and 32.
-    let page_size = u16::from_be_bytes([header.get(16).copied().unwrap_or(0), header.get(17).copied().unwrap_or(0)]);
+    let page_size = u16::from_be_bytes([
+        header.get(16).copied().unwrap_or(0),
+        header.get(17).copied().unwrap_or(0),
+    ]);
     let valid = header.len() == 100
         && header.starts_with(b"SQLite format 3\0")
         && (page_size == 1 || (page_size >= 512 && page_size.is_power_of_two()))
@@ -204,7 +207,9 @@ fn check_header(path: &Path) -> Result<(), OpenError> {
             message: "the file does not start with a valid SQLite header".into(),
         });
     }
-    let be = |at: usize| i32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let be = |at: usize| {
+        i32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     let (version, app) = (i64::from(be(60)), be(68));
     if version > LATEST {
         return Err(too_new(path, version));
@@ -280,7 +285,6 @@ pub(crate) fn open_writer(
     check(&conn, path)?;
 
     // From here on the file is ours and may be written.
-    if let Ok(ps) = std::env::var("PS") { conn.pragma_update(None, "page_size", ps.parse::<i64>().unwrap()).map_err(e)?; }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(e)?;

@@ -44,8 +44,8 @@ use tokio::sync::{mpsc, oneshot};
 /// A write command as the thread sees it: run it, then (after the commit) answer it.
 pub(crate) trait Command: Send {
     /// Runs the command inside the open transaction and keeps its result for
-    /// [`Command::finish`]. Returns its error, if any (the caller rolls the command back to
-    /// its savepoint).
+    /// [`Command::finish`]. Returns its error, if any, for the writer to decide what to roll
+    /// back (see `run_one`).
     fn run(&mut self, conn: &Connection) -> Result<()>;
 
     /// Whether the command runs in a savepoint of its own; see
@@ -275,10 +275,7 @@ fn run_one(conn: &Connection, cmd: &mut dyn Command) -> Result<()> {
 
 /// Runs a batch of commands: one transaction (more only if SQLite aborts one), one commit,
 /// then the answers. Returns how many transactions it began.
-pub(crate) fn execute(
-    conn: &Connection,
-    batch: impl IntoIterator<Item = Box<dyn Command>>,
-) -> u64 {
+pub(crate) fn execute(conn: &Connection, batch: impl IntoIterator<Item = Box<dyn Command>>) -> u64 {
     let mut queue = batch.into_iter();
     let mut ran: Vec<Box<dyn Command>> = Vec::new();
     let mut transactions = 0;

@@ -104,12 +104,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_REQUEST_BURST", default_value_t = 40.0)]
     pub request_burst: f64,
 
-    /// Most WebSocket connections in all.
+    /// Most connections in all, for each transport (WebSocket and TCP are counted apart).
     #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Most WebSocket connections from one client address (an IPv4 address or an IPv6 /64).
-    /// Behind a reverse proxy every client has the proxy's address: raise it.
+    /// Most connections from one client address (an IPv4 address or an IPv6 /64), for each
+    /// transport. Behind a reverse proxy every client has the proxy's address: raise it.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
     pub max_connections_per_ip: usize,
 

@@ -204,8 +204,11 @@ impl Server {
         let (tcp, tcp_addr) = if config.no_tcp {
             (None, None)
         } else {
+            let mut tcp_config = transport_tcp::TcpConfig::default();
+            tcp_config.max_connections = config.max_connections;
+            tcp_config.max_connections_per_ip = config.max_connections_per_ip;
             let (task, addr) =
-                tcp::serve_tcp(engine.clone(), config.tcp_addr, stop.clone()).await?;
+                tcp::serve_tcp(engine.clone(), config.tcp_addr, tcp_config, stop.clone()).await?;
             tracing::info!(%addr, "chat server listening on tcp://{addr} (binary and line mode)");
             (Some(task), Some(addr))
         };

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 pub(crate) async fn serve_tcp(
     engine: Engine,
     addr: SocketAddr,
+    config: transport_tcp::TcpConfig,
     stop: ShutdownSignal,
 ) -> Result<(JoinHandle<()>, SocketAddr), Error> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -23,7 +24,7 @@ pub(crate) async fn serve_tcp(
     let bound = listener
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
-    let server = transport_tcp::TcpServer::new(engine, transport_tcp::TcpConfig::default())?;
+    let server = transport_tcp::TcpServer::new(engine, config)?;
     let task = tokio::spawn(async move {
         if let Err(e) = server
             .serve(listener, async move { stop.triggered().await })
