@@ -531,6 +531,89 @@ where
 // The pump's tests drive it over in-memory halves with a real engine on `MemoryStore`; they
 // live in `transport-ws/tests/ws/pump.rs` because `chat-store` cannot be used from chat-core's
 // unit tests (its `Store` impl is for the non-test build of this crate).
+// ---------------------------------------------------------------------------------------------
+// The accept loop
+// ---------------------------------------------------------------------------------------------
+
+/// Whether an accept error concerns only the one connection being accepted (skip it), as
+/// opposed to the listener or the process (out of file descriptors or memory: back off).
+pub fn is_per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
+}
+
+/// The accept loop every transport runs, generic over what "accept" is so that this crate
+/// needs no socket type.
+///
+/// Accepts with `accept` until `shutdown` resolves, handing each connection to `admit`, which
+/// spawns its task on the given `JoinSet`. Accept errors never end the loop: an error about one
+/// connection is skipped, and anything else (no file descriptors, no memory) backs off from
+/// 10 ms doubling to 1 s instead of spinning. When `shutdown` resolves: stops accepting, calls
+/// `stopping` (which should tell the connections to finish), waits up to `drain_deadline` for
+/// their tasks, and drops the stragglers.
+pub async fn serve_accepted<C, A, F>(
+    name: &'static str,
+    mut accept: A,
+    mut admit: impl FnMut(&mut tokio::task::JoinSet<()>, C, std::net::SocketAddr),
+    shutdown: impl Future<Output = ()>,
+    stopping: impl FnOnce(),
+    drain_deadline: Duration,
+) where
+    A: FnMut() -> F,
+    F: Future<Output = std::io::Result<(C, std::net::SocketAddr)>>,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = Duration::ZERO;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            done = tasks.join_next(), if !tasks.is_empty() => {
+                if let Some(Err(e)) = done {
+                    if e.is_panic() {
+                        tracing::error!(server = name, error = %e, "connection task panicked");
+                    }
+                }
+            }
+            accepted = accept() => match accepted {
+                Ok((conn, peer)) => {
+                    backoff = Duration::ZERO;
+                    admit(&mut tasks, conn, peer);
+                }
+                Err(e) if is_per_connection_error(&e) => {
+                    tracing::debug!(server = name, error = %e, "accept failed for one connection");
+                }
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tracing::warn!(server = name, error = %e, ?backoff, "accept failed; backing off");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut shutdown => break,
+                    }
+                }
+            },
+        }
+    }
+    tracing::info!(server = name, connections = tasks.len(), "shutting down");
+    stopping();
+    let drained = tokio::time::timeout(drain_deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            server = name,
+            stragglers = tasks.len(),
+            "shutdown deadline passed; dropping"
+        );
+    }
+    tasks.shutdown().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,55 +147,17 @@ impl WsServer {
     ) -> Result<(), Error> {
         let local = listener.local_addr()?;
         tracing::info!(%local, "websocket server listening");
-        let mut tasks = JoinSet::new();
-        let mut backoff = Duration::ZERO;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                done = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Some(Err(e)) = done {
-                        if e.is_panic() {
-                            tracing::error!(error = %e, "connection task panicked");
-                        }
-                    }
-                }
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        backoff = Duration::ZERO;
-                        self.admit(&mut tasks, tcp, peer);
-                    }
-                    Err(e) if is_per_connection(&e) => {
-                        tracing::debug!(error = %e, "accept failed for one connection");
-                    }
-                    Err(e) => {
-                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                        tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            () = &mut shutdown => break,
-                        }
-                    }
-                },
-            }
-        }
-        drop(listener);
-        tracing::info!(%local, connections = tasks.len(), "websocket server shutting down");
-        self.shutdown();
         let c = &self.inner.config;
         let deadline = c.shutdown_timeout + c.write_timeout + c.close_timeout + SHUTDOWN_SLACK;
-        let drained = tokio::time::timeout(deadline, async {
-            while tasks.join_next().await.is_some() {}
-        })
+        chat_core::conn::serve_accepted(
+            "websocket",
+            || listener.accept(),
+            |tasks, tcp, peer| self.admit(tasks, tcp, peer),
+            shutdown,
+            || self.shutdown(),
+            deadline,
+        )
         .await;
-        if drained.is_err() {
-            tracing::warn!(
-                stragglers = tasks.len(),
-                "shutdown deadline passed; dropping"
-            );
-        }
-        tasks.shutdown().await;
         Ok(())
     }
 
@@ -547,13 +509,4 @@ impl WsServer {
             }
         }
     }
-}
-
-/// Accept errors that concern one connection only; the next accept may succeed at once.
-fn is_per_connection(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
-    )
 }
