@@ -97,6 +97,19 @@ impl WsServer {
     /// Runs a connection axum upgraded, as [`WsServer::run_admitted`] does for tungstenite
     /// streams.
     pub async fn run_axum(&self, socket: WebSocket, admission: Admission) -> CloseCause {
+        self.run_axum_with(socket, admission, Vec::new()).await
+    }
+
+    /// [`WsServer::run_axum`], first handling `initial` requests on the session as if the
+    /// client had sent them, so their replies are the first frames it reads — e.g. a socket
+    /// that is subscribed to a room from the start (`/chatsocket/{room}` in chat-server).
+    /// For a session that still has to `hello`, they are handled after it.
+    pub async fn run_axum_with(
+        &self,
+        socket: WebSocket,
+        admission: Admission,
+        initial: Vec<chat_core::Request>,
+    ) -> CloseCause {
         let (sink, stream) = socket.split();
         let mut reader = AxumReader(stream);
         let mut writer = AxumWriter(sink);
@@ -106,6 +119,7 @@ impl WsServer {
                 &mut writer,
                 admission.identity,
                 admission.codec,
+                initial,
                 of_axum_error,
             )
             .await;

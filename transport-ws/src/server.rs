@@ -376,6 +376,7 @@ impl WsServer {
                 &mut writer,
                 identity,
                 codec,
+                Vec::new(),
                 CloseCause::of_read_error,
             )
             .await;
@@ -393,6 +394,7 @@ impl WsServer {
         writer: &mut W,
         identity: Option<Identity>,
         codec: CodecChoice,
+        initial: Vec<chat_core::Request>,
         read_error: impl Fn(&R::Error) -> CloseCause,
     ) -> CloseCause
     where
@@ -411,7 +413,12 @@ impl WsServer {
             }
         };
         let cause = match opened {
-            Ok(((session, outbox), codec)) => {
+            Ok(((mut session, outbox), codec)) => {
+                // Requests the application queues for the session (e.g. a subscription), answered
+                // before anything the client sends.
+                for req in initial {
+                    session.handle(req).await;
+                }
                 let session_id = session.id();
                 let end = pump(
                     session,

@@ -17,22 +17,17 @@ use crate::api::{ApiPath, readable_room};
 use crate::error::ApiError;
 use crate::security::CurrentUser;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, OriginalUri, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use chat_core::conn::{
-    CodecChoice, ConnPermit, FrameReader, FrameWriter, Inbound, PumpConfig, PumpEnd, Refused, pump,
-};
+use chat_core::conn::{CodecChoice, ConnPermit, Refused};
 use chat_core::protocol::ClientFrame;
-use chat_core::{CloseReason, Codec, Identity, Request, RoomId, Seq};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use chat_core::{Identity, Request, RoomId, Seq};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use transport_ws::axum::rejection_response;
-use transport_ws::{CloseCause, WsConfig};
+use transport_ws::{Admission, CloseCause, WsConfig};
 
 /// `GET /ws`: authorizes like transport-ws's own handler, then runs the session on axum's
 /// socket through transport-ws.
@@ -176,14 +171,8 @@ fn configure(
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The pre-subscribed session. transport-ws's axum integration runs a session from its first
-// frame and has no hook to act on the session before the pump starts, so this one is pumped
-// here, with chat-core's shared pump and transport-ws's close codes. If transport-ws grows
-// such a hook (e.g. `run_axum_with(socket, admission, initial_requests)`), everything below
-// reduces to one call.
-// ---------------------------------------------------------------------------------------------
-
+/// A session subscribed to `room` before the client's first frame: transport-ws queues the
+/// `subscribe` ahead of everything else, so `subscribed` is the first frame the client reads.
 async fn run_subscribed(
     app: &AppState,
     socket: WebSocket,
@@ -192,123 +181,16 @@ async fn run_subscribed(
     room: RoomId,
     since_seq: Option<Seq>,
 ) -> CloseCause {
-    let (mut session, outbox) = app.engine.open_session(identity);
-    // Queued before the pump starts, so `subscribed` is the first frame the client reads.
-    session
-        .handle(Request {
-            id: None,
-            frame: ClientFrame::Subscribe { room, since_seq },
-        })
-        .await;
-    let (sink, stream) = socket.split();
-    let mut reader = Reader(stream);
-    let mut writer = Writer(sink);
-    let c = app.ws.config();
-    let config = PumpConfig {
-        probe_interval: c.ping_interval,
-        idle_timeout: c.ping_interval + c.pong_timeout,
-        write_timeout: c.write_timeout,
-        max_batch: c.max_batch_frames.max(1),
-        drain_timeout: c.shutdown_timeout,
-    };
-    let end = pump(
-        session,
-        outbox,
-        &mut reader,
-        &mut writer,
+    let admission = Admission {
+        identity: Some(identity),
         codec,
-        &config,
-        &app.shutdown,
-    )
-    .await;
-    let cause = close_cause(&end);
-    if let Ok(socket) = reader.0.reunite(writer.0) {
-        goodbye(socket, cause, c.close_timeout).await;
-    }
-    cause
-}
-
-/// transport-ws's mapping from how a pump ended to a close code.
-fn close_cause(end: &PumpEnd<axum::Error>) -> CloseCause {
-    use std::error::Error as _;
-    use transport_ws::tokio_tungstenite::tungstenite::Error as WsError;
-    match end {
-        PumpEnd::Closed(CloseReason::Shutdown) => CloseCause::Shutdown,
-        PumpEnd::Closed(CloseReason::SlowConsumer) => CloseCause::SlowConsumer,
-        PumpEnd::Closed(CloseReason::Revoked) => CloseCause::Revoked,
-        PumpEnd::Closed(_) => CloseCause::PolicyViolation,
-        PumpEnd::PeerClosed => CloseCause::PeerClosed,
-        PumpEnd::IdleTimeout => CloseCause::IdleTimeout,
-        PumpEnd::WriteError(_) => CloseCause::Io,
-        PumpEnd::ReadError(e) => match e.source().and_then(|s| s.downcast_ref::<WsError>()) {
-            Some(WsError::Capacity(_)) => CloseCause::MessageTooBig,
-            Some(WsError::Utf8(_)) => CloseCause::InvalidUtf8,
-            Some(WsError::Protocol(_) | WsError::AttackAttempt) => CloseCause::ProtocolError,
-            _ => CloseCause::Io,
-        },
-    }
-}
-
-struct Reader(SplitStream<WebSocket>);
-
-impl FrameReader for Reader {
-    type Error = axum::Error;
-
-    async fn read(&mut self) -> Result<Option<Inbound>, axum::Error> {
-        match self.0.next().await {
-            None => Ok(None),
-            Some(Err(e)) => Err(e),
-            Some(Ok(msg)) => Ok(match msg {
-                Message::Text(t) => Some(Inbound::Frame {
-                    codec: Codec::Json,
-                    bytes: Bytes::from(t),
-                }),
-                Message::Binary(b) => Some(Inbound::Frame {
-                    codec: Codec::Postcard,
-                    bytes: b,
-                }),
-                Message::Close(_) => None,
-                Message::Ping(_) | Message::Pong(_) => Some(Inbound::Alive),
-            }),
-        }
-    }
-}
-
-struct Writer(SplitSink<WebSocket, Message>);
-
-impl FrameWriter for Writer {
-    type Error = axum::Error;
-
-    async fn feed(&mut self, codec: Codec, bytes: Bytes) -> Result<(), axum::Error> {
-        let msg = match codec {
-            Codec::Json => Message::Text(Utf8Bytes::try_from(bytes).map_err(axum::Error::new)?),
-            Codec::Postcard => Message::Binary(bytes),
-        };
-        self.0.feed(msg).await
-    }
-
-    async fn flush(&mut self) -> Result<(), axum::Error> {
-        self.0.flush().await
-    }
-
-    async fn probe(&mut self) -> Result<(), axum::Error> {
-        self.0.feed(Message::Ping(Bytes::new())).await
-    }
-}
-
-/// Our close frame, then the peer's frames until its close, within `timeout`.
-async fn goodbye(mut socket: WebSocket, cause: CloseCause, timeout: std::time::Duration) {
-    let _ = tokio::time::timeout(timeout, async move {
-        let frame = match cause.code() {
-            Some(code) => Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(cause.as_str()),
-            }),
-            None if cause == CloseCause::PeerClosed => None,
-            None => return,
-        };
-        let _ = socket.send(Message::Close(frame)).await;
-        while let Some(Ok(_)) = socket.next().await {}
-    })
-    .await;
+        protocol: None,
+    };
+    let subscribe = Request {
+        id: None,
+        frame: ClientFrame::Subscribe { room, since_seq },
+    };
+    app.ws
+        .run_axum_with(socket, admission, vec![subscribe])
+        .await
 }
