@@ -23,6 +23,7 @@ use chat_core::{
 };
 use chat_store::{SqliteConfig, SqliteStore, Synchronous};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -118,26 +119,49 @@ fn entry(rig: &Rig, publisher: u64, id: u64, ids: Ids) -> NewEntry {
     }
 }
 
-/// CPU seconds used so far by this process's threads whose name starts with `prefix`
-/// (Linux only; `None` elsewhere). The wall-clock figures of a shared 2-core machine move
-/// with whatever else runs on it; the writer thread's CPU time per append does much less,
-/// so the benchmark prints it too.
-fn thread_cpu(prefix: &str) -> Option<f64> {
-    let mut total = 0.0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = task.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-        if !comm.starts_with(prefix) {
+/// CPU seconds used so far by each of this process's threads, by thread id, with the
+/// thread's name (Linux only; empty elsewhere). The wall-clock figures of a shared 2-core
+/// machine move with whatever else runs on it; the store threads' CPU time per append
+/// moves much less, so the benchmark prints it too.
+fn thread_cpu() -> HashMap<String, (String, f64)> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
             continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        };
         // Fields after the parenthesised name; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        total += ticks / 100.0; // USER_HZ is 100 on Linux
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            // USER_HZ is 100 on Linux.
+            let tid = task.file_name().to_string_lossy().into_owned();
+            out.insert(tid, (comm.trim().to_string(), (user + system) / 100.0));
+        }
     }
-    Some(total)
+    out
+}
+
+/// CPU seconds the threads named `prefix…` used between two [`thread_cpu`] snapshots.
+fn cpu_between(
+    before: &HashMap<String, (String, f64)>,
+    after: &HashMap<String, (String, f64)>,
+    prefix: &str,
+) -> f64 {
+    after
+        .iter()
+        .filter(|(_, (name, _))| name.starts_with(prefix))
+        .map(|(tid, (_, t))| t - before.get(tid).map_or(0.0, |(_, b)| *b))
+        .sum()
 }
 
 /// `total` appends from `publishers` concurrent tasks; returns the wall time.
@@ -204,23 +228,22 @@ fn appends(c: &mut Criterion) {
         let rig = rt.block_on(rig(sync, 256, 16));
         for &publishers in publisher_counts {
             let before = rig.store.write_stats();
-            let cpu_before = (thread_cpu("chat-store-writ"), thread_cpu("chat-store-chec"));
+            let cpu_before = thread_cpu();
             group.bench_with_input(BenchmarkId::new(label, publishers), &publishers, |b, &p| {
                 b.iter_custom(|iters| rt.block_on(append_concurrently(&rig, p, iters, ids)))
             });
             let after = rig.store.write_stats();
             let commands = after.commands - before.commands;
             let transactions = (after.transactions - before.transactions).max(1);
-            let per_append = |before: Option<f64>, name: &str| {
-                let used = thread_cpu(name)? - before?;
-                Some(used * 1e6 / commands.max(1) as f64)
-            };
+            let cpu_after = thread_cpu();
+            let per_append =
+                |name| cpu_between(&cpu_before, &cpu_after, name) * 1e6 / commands.max(1) as f64;
             eprintln!(
                 "  {label}/{publishers}: {commands} appends in {transactions} transactions, \
                  {:.1} per commit; CPU per append: writer {:.1} µs, checkpointer {:.1} µs",
                 commands as f64 / transactions as f64,
-                per_append(cpu_before.0, "chat-store-writ").unwrap_or(f64::NAN),
-                per_append(cpu_before.1, "chat-store-chec").unwrap_or(f64::NAN),
+                per_append("chat-store-writ"),
+                per_append("chat-store-chec"),
             );
         }
     }
