@@ -614,6 +614,46 @@ pub async fn serve_accepted<C, A, F>(
     tasks.shutdown().await;
 }
 
+/// Admits one accepted connection under the caps, or refuses it — the policy every
+/// transport applies, in one place.
+///
+/// With a permit from `limiter`, spawns `serve(conn, permit)` on `tasks`. Without one, spawns
+/// `refuse(conn, why)` (the transport's "server full" / "too many connections" answer) if one
+/// of the `refusals` budget's permits is free; otherwise drops the connection unanswered, so
+/// that a flood cannot turn refusals into the resource it exhausts. Returns `false` only in
+/// that last case.
+pub fn admit<C, S, R>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    limiter: &ConnLimiter,
+    refusals: &Arc<tokio::sync::Semaphore>,
+    conn: C,
+    peer: std::net::SocketAddr,
+    serve: impl FnOnce(C, ConnPermit) -> S,
+    refuse: impl FnOnce(C, Refused) -> R,
+) -> bool
+where
+    S: Future<Output = ()> + Send + 'static,
+    R: Future<Output = ()> + Send + 'static,
+{
+    match limiter.try_acquire(peer.ip()) {
+        Ok(permit) => {
+            tasks.spawn(serve(conn, permit));
+            true
+        }
+        Err(why) => match refusals.clone().try_acquire_owned() {
+            Ok(budget) => {
+                let refusal = refuse(conn, why);
+                tasks.spawn(async move {
+                    refusal.await;
+                    drop(budget);
+                });
+                true
+            }
+            Err(_) => false,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

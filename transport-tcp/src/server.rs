@@ -164,30 +164,25 @@ impl TcpServer {
     fn admit(&self, tasks: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr) {
         // We write whole batches and flush once; Nagle would only add latency.
         let _ = tcp.set_nodelay(true);
-        match self.inner.limiter.try_acquire(peer.ip()) {
-            Ok(permit) => {
-                let this = self.clone();
-                let span = tracing::debug_span!("tcp", %peer);
-                tasks.spawn(
-                    async move {
-                        this.connection(tcp, permit).await;
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(why) => match self.inner.refusals.clone().try_acquire_owned() {
-                Ok(budget) => {
-                    let this = self.clone();
-                    tasks.spawn(async move {
-                        this.refuse(tcp, why).await;
-                        drop(budget);
-                    });
+        let (serving, refusing) = (self.clone(), self.clone());
+        let admitted = chat_core::conn::admit(
+            tasks,
+            &self.inner.limiter,
+            &self.inner.refusals,
+            tcp,
+            peer,
+            move |tcp, permit| {
+                async move {
+                    serving.connection(tcp, permit).await;
                 }
-                Err(_) => {
-                    Counters::bump(&self.inner.counters.refused_full);
-                    drop(tcp);
-                }
+                .instrument(tracing::debug_span!("tcp", %peer))
             },
+            move |tcp, why| async move {
+                refusing.refuse(tcp, why).await;
+            },
+        );
+        if !admitted {
+            Counters::bump(&self.inner.counters.refused_full);
         }
     }
 
