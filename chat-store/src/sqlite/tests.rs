@@ -97,8 +97,11 @@ async fn queued_writes_commit_in_groups() {
         ..SqliteConfig::default()
     })
     .await;
-    let (release, held) = hold_writer(&f.store, |_| Ok(())).await;
+    // Counted from before the held command: the writer bumps its command and transaction
+    // counters at different moments, so a snapshot taken while it holds may or may not
+    // include the held transaction yet.
     let before = f.store.write_stats();
+    let (release, held) = hold_writer(&f.store, |_| Ok(())).await;
 
     let mut appends = tokio::task::JoinSet::new();
     for i in 0..200 {
@@ -119,9 +122,17 @@ async fn queued_writes_commit_in_groups() {
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
 
     let after = f.store.write_stats();
-    assert_eq!(after.commands - before.commands, 200);
-    // The held transaction, then 200 commands in batches of at most 64.
-    assert_eq!(after.transactions - before.transactions, 1 + 4);
+    assert_eq!(after.commands - before.commands, 1 + 200);
+    // The held transaction, then the 200 commands in batches of at most 64: at least 4
+    // batches, and normally exactly 4. A sender caught between reserving its queue slot and
+    // writing into it is invisible to the writer's `try_recv` (tokio's documented behaviour),
+    // which can end a batch one message early, so allow a few more — but group commit must
+    // still put the 200 into a handful of transactions, not 200.
+    let batches = after.transactions - before.transactions - 1;
+    assert!(
+        (4..=8).contains(&batches),
+        "{batches} transactions for 200 queued appends"
+    );
 }
 
 /// Readers never wait for the writer, and never see what it has not committed.
