@@ -121,8 +121,13 @@ impl<W: AsyncWrite + Unpin> BinWriter<W> {
             .big_endian()
             .max_frame_length(max_write_frame)
             .new_codec();
+        let mut frames = FramedWrite::new(write, codec);
+        // tokio-util starts every write buffer at 8 KiB; most connections are idle and their
+        // frames small, so start empty and let it grow to what is actually written (it keeps
+        // that capacity, bounded by the largest batch).
+        *frames.write_buffer_mut() = bytes::BytesMut::new();
         BinWriter {
-            frames: FramedWrite::new(write, codec),
+            frames,
             keepalive: Outgoing::event(ServerFrame::Pong).encoded(Codec::Postcard),
         }
     }

@@ -34,7 +34,7 @@ pub struct TcpConfig {
     /// refused with an error line and discarded as it arrives (never buffered whole); the
     /// connection stays usable.
     pub max_line_bytes: usize,
-    /// Initial capacity of each connection's read buffer. Default 4 KiB: chat frames are small
+    /// Initial capacity of each connection's read buffer. Default 1 KiB: chat frames are small
     /// and idle connections are the common case, so this is much of a connection's memory. It
     /// grows (up to `max_frame_bytes` plus the prefix) only for a larger frame.
     pub read_buffer_bytes: usize,
@@ -108,7 +108,7 @@ impl Default for TcpConfig {
             max_frame_bytes: 64 * 1024,
             max_write_frame_bytes: 32 * 1024 * 1024,
             max_line_bytes: 4 * 1024,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             auth_timeout: Duration::from_secs(10),
             line_auth_timeout: Duration::from_secs(60),
             line_max_login_attempts: 3,
