@@ -412,11 +412,18 @@ impl Engine {
     /// The user's rooms with unread counts.
     pub async fn rooms(&self, who: &Identity) -> Result<Vec<RoomSummary>> {
         let rooms = self.st().rooms_of(who.user).await?;
-        let unread = self.st().unread(who.user).await?;
+        // Keyed once, not searched per room: a user may be in hundreds of rooms.
+        let unread: std::collections::HashMap<RoomId, crate::model::Unread> = self
+            .st()
+            .unread(who.user)
+            .await?
+            .into_iter()
+            .map(|u| (u.room, u))
+            .collect();
         Ok(rooms
             .into_iter()
             .map(|m| {
-                let u = unread.iter().find(|u| u.room == m.room.id);
+                let u = unread.get(&m.room.id);
                 RoomSummary {
                     room: RoomInfo::from(&m.room),
                     role: Some(m.role),
