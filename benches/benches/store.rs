@@ -7,11 +7,14 @@
 //! split among them), so the reported throughput is appends per second overall.
 //!
 //! The load is shaped like a server's: publisher `p` is its own user, posting into one of
-//! 16 rooms, and its client message ids increase (a per-device counter, a ULID or a UUIDv7
-//! all do). Two variants of the 256-publisher case bracket it: `random_ids` uses uniformly
-//! random ids (UUIDv4-like), the worst case for the idempotency index, where every append
-//! lands on a different index page; `one_user_sequential_ids` is one user with ids in order,
-//! the best case.
+//! 16 rooms, with client message ids made as `chat-client` makes them: time-ordered (the
+//! time in milliseconds first, like a UUIDv7 or a ULID), so that all new keys land at the
+//! right edge of the idempotency index. Two variants of the 256-publisher case show what
+//! other id shapes cost: `per_client_counter_ids` (a random prefix per client, then a
+//! counter: ordered per client only, so every active client has its own insertion point in
+//! the index) and `random_ids` (uniformly random, UUIDv4-like: every append lands on a
+//! different index page). Ids are made at send time, as a client makes them; that costs
+//! the publisher tasks well under a microsecond per append.
 //!
 //! The 1 000 000-entry room is built once, through the same public API (256 concurrent
 //! publishers), not by writing rows behind the store's back, so the file has exactly the
@@ -34,18 +37,19 @@ const BODY: &str = "Sounds good, I'll push the fix after lunch and ping you when
 /// Who posts, and how the client ids of a run look.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ids {
-    /// Publisher `p` is user `p`; its ids increase.
-    PerUserIncreasing,
-    /// Publisher `p` is user `p`; ids are 128 well-mixed bits in hex, like a UUIDv4.
+    /// `chat-client`'s shape: milliseconds since the epoch (12 hex digits), the client's
+    /// random prefix, its counter.
+    TimeOrdered,
+    /// The client's random prefix, then its counter: ordered per client only.
+    PerClientCounter,
+    /// 128 well-mixed bits in hex, like a UUIDv4.
     Random,
-    /// Every publisher is the same user; ids increase.
-    OneUserSequential,
 }
 
 struct Rig {
     store: Arc<SqliteStore>,
-    users: Vec<User>,
-    rooms: Vec<RoomId>,
+    users: Arc<[User]>,
+    rooms: Arc<[RoomId]>,
     /// Makes every client message id unique across iterations.
     next_id: Arc<AtomicU64>,
     _dir: tempfile::TempDir,
@@ -85,8 +89,8 @@ async fn rig(synchronous: Synchronous, users: usize, rooms: usize) -> Rig {
     }
     Rig {
         store,
-        users: all_users,
-        rooms: all_rooms,
+        users: all_users.into(),
+        rooms: all_rooms.into(),
         next_id: Arc::new(AtomicU64::new(0)),
         _dir: dir,
     }
@@ -100,15 +104,22 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn entry(rig: &Rig, publisher: u64, id: u64, ids: Ids) -> NewEntry {
-    let own = &rig.users[publisher as usize % rig.users.len()];
-    let (user, client_msg_id) = match ids {
-        Ids::PerUserIncreasing => (own, format!("c-{id:016}")),
-        Ids::Random => (own, format!("{:016x}{:016x}", mix(id), mix(!id))),
-        Ids::OneUserSequential => (&rig.users[0], format!("c-{id:016}")),
+/// Publisher `publisher`'s append number `id` (unique across the run), made at send time.
+fn entry(users: &[User], rooms: &[RoomId], publisher: u64, id: u64, ids: Ids) -> NewEntry {
+    let user = &users[publisher as usize % users.len()];
+    let prefix = mix(publisher);
+    let client_msg_id = match ids {
+        Ids::TimeOrdered => {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("{ms:012x}-{prefix:016x}-{id}")
+        }
+        Ids::PerClientCounter => format!("cc-{prefix:016x}-{id}"),
+        Ids::Random => format!("{:016x}{:016x}", mix(id), mix(!id)),
     };
     NewEntry {
-        room: rig.rooms[publisher as usize % rig.rooms.len()],
+        room: rooms[publisher as usize % rooms.len()],
         at: Timestamp::now(),
         kind: EntryKind::Message(Message {
             sender: Some(user.id),
@@ -167,25 +178,20 @@ fn cpu_between(
 /// `total` appends from `publishers` concurrent tasks; returns the wall time.
 async fn append_concurrently(rig: &Rig, publishers: u64, total: u64, ids: Ids) -> Duration {
     let mut tasks = tokio::task::JoinSet::new();
-    let mut work = Vec::new();
+    let start = Instant::now();
     for p in 0..publishers {
         let share = total / publishers + u64::from(p < total % publishers);
         if share == 0 {
             continue;
         }
         let first = rig.next_id.fetch_add(share, Ordering::Relaxed);
-        let entries: Vec<NewEntry> = (first..first + share)
-            .map(|id| entry(rig, p, id, ids))
-            .collect();
-        work.push(entries);
-    }
-    // The entries are built before the clock starts: only the appends are timed.
-    let start = Instant::now();
-    for entries in work {
-        let store = rig.store.clone();
+        let (store, users, rooms) = (rig.store.clone(), rig.users.clone(), rig.rooms.clone());
         tasks.spawn(async move {
-            for e in entries {
-                let a = store.append(e).await.expect("append");
+            for id in first..first + share {
+                let a = store
+                    .append(entry(&users, &rooms, p, id, ids))
+                    .await
+                    .expect("append");
                 assert!(!a.duplicate);
             }
         });
@@ -204,23 +210,18 @@ fn appends(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let all = &[1u64, 16, 256][..];
     let cases = [
+        ("sync_normal", Synchronous::Normal, Ids::TimeOrdered, all),
+        ("sync_full", Synchronous::Full, Ids::TimeOrdered, all),
         (
-            "sync_normal",
+            "sync_normal_per_client_counter_ids",
             Synchronous::Normal,
-            Ids::PerUserIncreasing,
-            all,
+            Ids::PerClientCounter,
+            &[256][..],
         ),
-        ("sync_full", Synchronous::Full, Ids::PerUserIncreasing, all),
         (
             "sync_normal_random_ids",
             Synchronous::Normal,
             Ids::Random,
-            &[256][..],
-        ),
-        (
-            "sync_normal_one_user_sequential_ids",
-            Synchronous::Normal,
-            Ids::OneUserSequential,
             &[256][..],
         ),
     ];
@@ -264,12 +265,7 @@ fn history(c: &mut Criterion) {
     let mut built = 0;
     while built < ROOM_SIZE {
         let chunk = 100_000.min(ROOM_SIZE - built);
-        rt.block_on(append_concurrently(
-            &rig,
-            256,
-            chunk,
-            Ids::PerUserIncreasing,
-        ));
+        rt.block_on(append_concurrently(&rig, 256, chunk, Ids::TimeOrdered));
         built += chunk;
     }
     let latest = rt.block_on(rig.store.latest_seq(room)).expect("latest");

@@ -251,10 +251,16 @@ impl Client {
         sent(self.request(frame).await?, client_msg_id)
     }
 
-    /// A fresh `client_msg_id`: this client's random prefix and a counter.
+    /// A fresh `client_msg_id`: the time, this client's random prefix and a counter.
+    ///
+    /// The prefix and counter make it unique; the time in front (like a UUIDv7 or a ULID)
+    /// makes ids from all clients sort roughly in sending order, so a store indexing them
+    /// inserts every new one at the end of its index instead of at one place per client
+    /// (with SQLite and 256 senders, about twice the appends per second; see
+    /// docs/BENCHMARKS.md).
     pub fn new_msg_id(&self) -> String {
         let n = self.inner.msg_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.inner.msg_prefix)
+        msg_id(unix_millis(), &self.inner.msg_prefix, n)
     }
 
     /// Joins a public room by name (case-insensitive).
@@ -445,8 +451,20 @@ fn random_prefix() -> String {
             .unwrap_or(0);
         bytes = (t ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("cc-{hex}")
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `client_msg_id` number `n` of the client with `prefix`, made at `millis`: fixed-width
+/// hex time first, so that ids sort by time as strings.
+fn msg_id(millis: u64, prefix: &str, n: u64) -> String {
+    format!("{millis:012x}-{prefix}-{n}")
 }
 
 #[cfg(test)]
@@ -458,9 +476,25 @@ mod tests {
         let a = random_prefix();
         let b = random_prefix();
         assert_ne!(a, b, "random per client");
-        let id = format!("{a}-{}", u64::MAX);
+        // The longest: the year-10889 clock (12 hex digits) and the largest counter.
+        let id = msg_id((1 << 48) - 1, &a, u64::MAX);
         // The protocol's rule: 1 to 64 printable ASCII characters, no spaces.
         assert!(id.len() <= 64, "{id}");
         assert!(id.bytes().all(|c| c.is_ascii_graphic()), "{id}");
+        let limits = chat_core::Limits::default();
+        assert!(
+            chat_core::validate::client_msg_id(&id, &limits).is_ok(),
+            "{id}"
+        );
+    }
+
+    #[test]
+    fn generated_msg_ids_sort_by_time_across_clients() {
+        let (a, b) = ("ffffffffffffffff", "0000000000000000");
+        // A later id of any client sorts after an earlier one of any other, whatever the
+        // prefixes and counters.
+        assert!(msg_id(1_700_000_000_000, a, 99) < msg_id(1_700_000_000_001, b, 0));
+        assert!(msg_id(0xfff, a, 5) < msg_id(0x1000, b, 0), "fixed width");
+        assert!(msg_id(1, a, 0) != msg_id(1, b, 0));
     }
 }

@@ -36,13 +36,13 @@ pub(crate) const ROOMS_OF: &str = "SELECT r.id, r.kind, r.name, r.created_by, r.
 pub(crate) const MEMBERS: &str = "SELECT m.user_id, u.username, m.role, m.joined_at \
      FROM members m JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY m.user_id";
 pub(crate) const IDEMPOTENCY: &str = "SELECT room_id, seq, at, kind, sender, sender_name, body, \
-     client_msg_id FROM entries WHERE sender = ?1 AND client_msg_id = ?2";
+     client_msg_id FROM entries WHERE client_msg_id = ?2 AND sender = ?1";
 /// The append's insert: see [`append`]. The `ON CONFLICT` target names the partial
 /// idempotency index, so only a repeated `(sender, client_msg_id)` is skipped; any other
 /// conflict is an error.
 pub(crate) const APPEND: &str = "INSERT INTO entries (room_id, seq, at, kind, sender, \
      sender_name, body, client_msg_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-     ON CONFLICT (sender, client_msg_id) \
+     ON CONFLICT (client_msg_id, sender) \
      WHERE sender IS NOT NULL AND client_msg_id IS NOT NULL DO NOTHING";
 pub(crate) const PUBLIC_ROOMS: &str = "SELECT id, kind, name, created_by, created_at FROM rooms \
      WHERE public_name IS NOT NULL AND id > ?1 ORDER BY id LIMIT ?2";

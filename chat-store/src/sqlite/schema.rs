@@ -13,7 +13,7 @@
 //! `PRAGMA application_id` marks the file as ours, so that pointing the store at some other
 //! application's SQLite database is refused instead of "migrated".
 //!
-//! # Layout (version 1)
+//! # Layout (version 2)
 //!
 //! - `users`, `rooms`: `INTEGER PRIMARY KEY AUTOINCREMENT`, so an id is never handed out
 //!   twice, not even after the newest row is deleted (plain rowids would reuse it).
@@ -29,8 +29,10 @@
 //! - `entries` is the log, `WITHOUT ROWID` with primary key `(room_id, seq)`: a room's log
 //!   is stored clustered in seq order, so a history page is one contiguous range read and an
 //!   unread count scans exactly the unread range. A partial `UNIQUE` index on
-//!   `(sender, client_msg_id)` (only rows that have both) makes appends idempotent; it spans
-//!   rooms, as the contract says.
+//!   `(client_msg_id, sender)` (only rows that have both) makes appends idempotent; it spans
+//!   rooms, as the contract says. It leads with the client's id (since version 2) so that
+//!   time-ordered ids (UUIDv7, ULID) from many senders all insert at the index's right
+//!   edge: a commit then dirties a few index pages instead of one per sender.
 //! - Entry kinds: `entries.kind` is an integer tag (`1` = message) and each kind's fields
 //!   are nullable columns (`sender`, `sender_name`, `body`, `client_msg_id` for messages). A
 //!   new kind is a new tag plus, if needed, new nullable columns added by a migration;
@@ -134,6 +136,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         uses       INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX invites_by_room ON invites (room_id);
+    "#,
+    // 1 -> 2: the idempotency index leads with the client's id instead of the sender. The
+    // constraint is the same; what changes is where new keys land. Keyed by sender first,
+    // every active sender has its own insertion point, so a commit of N appends from N
+    // users dirties about N index pages, each written to the WAL and checkpointed. Keyed by
+    // a time-ordered id first (UUIDv7, ULID, what `chat-client` and the web UI make), all
+    // new keys land at the right edge of the index, on a handful of pages.
+    r#"
+    DROP INDEX entries_idempotency;
+    CREATE UNIQUE INDEX entries_idempotency ON entries (client_msg_id, sender)
+        WHERE sender IS NOT NULL AND client_msg_id IS NOT NULL;
     "#,
 ];
 

@@ -255,3 +255,74 @@ async fn full_disk_is_a_full_error() {
         .unwrap();
     assert_eq!(log.len() as u64, acked + 1);
 }
+
+/// A database written by schema version 1 (idempotency index keyed by sender first) is
+/// migrated on open: its entries are intact, and a retry of a message stored under version 1
+/// is still recognised as one.
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_keeps_its_idempotency_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, username, username_folded, guest, created_at)
+                 VALUES (1, 'alice', 'alice', 0, 0);
+             INSERT INTO rooms (id, kind, name, created_by, created_at, last_seq)
+                 VALUES (1, 'group', 'g', 1, 0, 1);
+             INSERT INTO members (room_id, user_id, role, joined_at) VALUES (1, 1, 'owner', 0);
+             INSERT INTO entries (room_id, seq, at, kind, sender, sender_name, body, client_msg_id)
+                 VALUES (1, 1, 5, 1, 1, 'alice', 'from v1', 'c-1');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path, SqliteConfig::default())
+        .await
+        .unwrap();
+    let (user, room) = (UserId(1), RoomId(1));
+    let retry = |cmid: &str, body: &str| NewEntry {
+        room,
+        at: Timestamp(6),
+        kind: EntryKind::Message(Message {
+            sender: Some(user),
+            sender_name: "alice".into(),
+            body: body.into(),
+            client_msg_id: Some(cmid.into()),
+        }),
+    };
+    let again = store.append(retry("c-1", "retried")).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.entry.seq, Seq(1));
+    assert_eq!(
+        again.entry.kind,
+        EntryKind::Message(Message {
+            sender: Some(user),
+            sender_name: "alice".into(),
+            body: "from v1".into(),
+            client_msg_id: Some("c-1".into()),
+        })
+    );
+    let new = store.append(retry("c-2", "new")).await.unwrap();
+    assert!(!new.duplicate);
+    assert_eq!(new.entry.seq, Seq(2));
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::LATEST);
+    let index: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'entries_idempotency'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(index.contains("(client_msg_id, sender)"), "{index}");
+}

@@ -174,10 +174,13 @@
   }
 
   // ----- sending -----
+  // A client_msg_id: the time first (fixed-width hex milliseconds, like a UUIDv7), then
+  // random bits. Time-ordered ids keep the server's idempotency index append-only.
   function randomId() {
-    const b = new Uint8Array(12);
+    const b = new Uint8Array(10);
     crypto.getRandomValues(b);
-    return "w-" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    const time = Date.now().toString(16).padStart(12, "0");
+    return time + "-w" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
   }
 
   function sendPending(cmid) {
