@@ -133,6 +133,7 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::protocol::ServerFrame;
+    use proptest::prelude::*;
 
     #[test]
     fn bounded_fifo() {
@@ -147,6 +148,83 @@ mod tests {
         assert!(q.try_recv().is_none());
         q.close();
         assert_eq!(q.push(f), Err(PushError::Closed));
+    }
+
+    /// One operation of the model test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push,
+        Pop,
+        Drain(usize),
+        Close,
+    }
+
+    proptest::proptest! {
+        /// The inline slots, the spill deque and the switch between them behave as one
+        /// bounded FIFO: compared with a `VecDeque` model after every operation.
+        #[test]
+        fn behaves_as_a_bounded_fifo(
+            capacity in 1usize..12,
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    4 => Just(Op::Push),
+                    3 => Just(Op::Pop),
+                    1 => (0usize..8).prop_map(Op::Drain),
+                    1 => Just(Op::Close),
+                ],
+                0..200,
+            ),
+        ) {
+            let q = Queue::new(capacity);
+            let mut model = VecDeque::new();
+            let mut closed = false;
+            let mut next = 0u64;
+            // Frames are told apart by their pointer.
+            let mut made = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Push => {
+                        let f = Outgoing::event(ServerFrame::Pong);
+                        let expected = if closed {
+                            Err(PushError::Closed)
+                        } else if model.len() >= capacity {
+                            Err(PushError::Full)
+                        } else {
+                            model.push_back(next);
+                            Ok(())
+                        };
+                        prop_assert_eq!(q.push(f.clone()), expected);
+                        made.push(f);
+                        next += 1;
+                    }
+                    Op::Pop => {
+                        let got = q.try_recv();
+                        let want = model.pop_front();
+                        prop_assert_eq!(
+                            got.map(|f| made.iter().position(|m| Arc::ptr_eq(m, &f))),
+                            want.map(|i| Some(i as usize))
+                        );
+                    }
+                    Op::Drain(max) => {
+                        let mut out = Vec::new();
+                        let n = q.drain_into(&mut out, max);
+                        prop_assert_eq!(n, out.len());
+                        let want: Vec<_> = (0..n).filter_map(|_| model.pop_front()).collect();
+                        let got: Vec<_> = out
+                            .iter()
+                            .map(|f| made.iter().position(|m| Arc::ptr_eq(m, f)).unwrap() as u64)
+                            .collect();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Close => {
+                        q.close();
+                        closed = true;
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(q.len(), model.len());
+            }
+        }
     }
 
     #[tokio::test]
