@@ -423,7 +423,10 @@ where
                     Ok(Ok(Some(Inbound::Alive))) => {}
                     Ok(Ok(Some(Inbound::Frame { codec, bytes }))) => {
                         cell.first_frame(codec);
-                        session_ref.handle_bytes(codec, &bytes).await;
+                        // Boxed: handling a request is a large future (kilobytes), and
+                        // inline it would be part of every connection's task, idle or
+                        // not. One allocation per request is cheap next to the request.
+                        Box::pin(session_ref.handle_bytes(codec, &bytes)).await;
                     }
                 }
             }

@@ -229,7 +229,11 @@ impl WsServer {
             Some(self.inner.config.websocket_config()),
         )
         .await;
-        let cause = self.run_admitted(ws, admission).await;
+        // Boxed: `run` keeps its arguments in its future for the connection's whole life
+        // (async fn arguments get their own room), and the stream is 300-odd bytes.
+        let cause = self
+            .run(Box::new(ws), admission.identity, admission.codec)
+            .await;
         drop(permit);
         Some(cause)
     }
@@ -340,7 +344,7 @@ impl WsServer {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        self.run(ws, Some(identity), codec).await
+        self.run(Box::new(ws), Some(identity), codec).await
     }
 
     /// Runs the connection [`WsServer::authorize`] admitted: with its identity, or — when it
@@ -350,19 +354,20 @@ impl WsServer {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        self.run(ws, admission.identity, admission.codec).await
+        self.run(Box::new(ws), admission.identity, admission.codec)
+            .await
     }
 
     async fn run<S>(
         &self,
-        ws: WebSocketStream<S>,
+        ws: Box<WebSocketStream<S>>,
         identity: Option<Identity>,
         codec: CodecChoice,
     ) -> CloseCause
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let (sink, stream) = ws.split();
+        let (sink, stream) = (*ws).split();
         let mut reader = WsReader { inner: stream };
         let mut writer = WsWriter { inner: sink };
         let cause = self
