@@ -406,7 +406,12 @@ async fn ws_connect(
         .await
         .map_err(ClientError::Connect)?;
     let _ = tcp.set_nodelay(true);
+    // tungstenite zero-fills `read_buffer_size` bytes of its buffer before every read of the
+    // socket. Its default (128 KiB, sized for bulk transfer) made that memset a fifth of
+    // chat-load's CPU time when receiving small chat frames; 8 KiB holds dozens of them per
+    // read, and a larger frame still arrives whole (the buffer grows for it).
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
         .max_message_size(Some(cfg.max_response_bytes))
         .max_frame_size(Some(cfg.max_response_bytes));
     match tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config)).await {

@@ -36,7 +36,7 @@ use dashmap::DashMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// Why the engine closed a session. Transports map these to close codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,17 +66,35 @@ impl CloseReason {
 }
 
 /// Tells a session's transport to close, and why.
-#[derive(Debug, Default)]
+///
+/// Not a `CancellationToken`: the writer half of every connection checks this on every
+/// wake-up, and a token's check takes a mutex. Here the check is one atomic load (the
+/// `OnceLock`), and closing also wakes the session's queue, so a writer parked on its queue
+/// needs no second future to learn of the close (see [`crate::Outbox::recv`]).
+#[derive(Debug)]
 pub(crate) struct CloseSignal {
     reason: OnceLock<CloseReason>,
-    token: CancellationToken,
+    /// Wakes [`CloseSignal::closed`] waiters (the reader half of a connection).
+    notify: Notify,
+    /// The session's queue, whose writer is woken on close.
+    queue: Arc<Queue>,
 }
 
 impl CloseSignal {
+    pub(crate) fn new(queue: Arc<Queue>) -> CloseSignal {
+        CloseSignal {
+            reason: OnceLock::new(),
+            notify: Notify::new(),
+            queue,
+        }
+    }
+
     /// Requests the close; the first reason wins.
     pub(crate) fn close(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
+        if self.reason.set(reason).is_ok() {
+            self.notify.notify_waiters();
+            self.queue.wake();
+        }
     }
 
     pub(crate) fn reason(&self) -> Option<CloseReason> {
@@ -84,12 +102,19 @@ impl CloseSignal {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.reason.get().is_some()
     }
 
     pub(crate) async fn closed(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason().unwrap_or(CloseReason::Shutdown)
+        loop {
+            // Created before the check: `notify_waiters` reaches a `Notified` from its
+            // creation on, so a close between the check and the wait is not missed.
+            let notified = self.notify.notified();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -203,8 +228,8 @@ impl Hub {
             user,
             username,
             token_hash,
+            close: CloseSignal::new(queue.clone()),
             queue,
-            close: CloseSignal::default(),
             rooms: Mutex::new(HashSet::new()),
         });
         self.sessions.insert(id, shared.clone());

@@ -12,7 +12,9 @@
 //! The mutex is a `std::sync::Mutex`: every critical section is a few instructions and never
 //! awaits.
 
+use crate::hub::{CloseReason, CloseSignal};
 use crate::protocol::Outgoing;
+use crate::session::Outbound;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -81,21 +83,33 @@ impl Queue {
         Ok(())
     }
 
-    /// The next frame, waiting for one; `None` once closed and empty.
-    pub(crate) async fn recv(&self) -> Option<Arc<Outgoing>> {
+    /// The next frame, waiting for one — unless the session is closing: `close` is checked
+    /// before every look at the queue, so a close takes priority over queued frames (a slow
+    /// consumer is cut off without first writing its backlog). [`CloseSignal::close`] wakes
+    /// this queue, so one wait covers both frames and the close.
+    pub(crate) async fn recv(&self, close: &CloseSignal) -> Outbound {
         loop {
+            if let Some(reason) = close.reason() {
+                return Outbound::Close(reason);
+            }
             {
                 let mut g = crate::hub::lock(&self.inner);
                 if let Some(f) = g.frames.pop_front() {
-                    return Some(f);
+                    return Outbound::Frame(f);
                 }
                 if g.closed {
-                    return None;
+                    return Outbound::Close(CloseReason::Shutdown);
                 }
                 g.waiting = true;
             }
             self.ready.notified().await;
         }
+    }
+
+    /// Wakes the writer whether or not it is parked: `notify_one` keeps a permit if it is
+    /// not, so a writer about to park sees it. For the (rare) close, not for pushes.
+    pub(crate) fn wake(&self) {
+        self.ready.notify_one();
     }
 
     pub(crate) fn try_recv(&self) -> Option<Arc<Outgoing>> {
@@ -148,6 +162,34 @@ mod tests {
         assert!(q.try_recv().is_none());
         q.close();
         assert_eq!(q.push(f), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_close_wakes_a_parked_writer_and_beats_queued_frames() {
+        let q = Queue::new(4);
+        let close = Arc::new(CloseSignal::new(q.clone()));
+        let (q2, c2) = (q.clone(), close.clone());
+        let waiter = tokio::spawn(async move { q2.recv(&c2).await });
+        tokio::task::yield_now().await;
+        close.close(CloseReason::Revoked);
+        assert!(matches!(
+            waiter.await.unwrap(),
+            Outbound::Close(CloseReason::Revoked)
+        ));
+
+        let q = Queue::new(4);
+        let close = CloseSignal::new(q.clone());
+        q.push(Outgoing::event(ServerFrame::Pong)).unwrap();
+        close.close(CloseReason::SlowConsumer);
+        close.close(CloseReason::Shutdown);
+        assert!(
+            matches!(
+                q.recv(&close).await,
+                Outbound::Close(CloseReason::SlowConsumer)
+            ),
+            "the close comes first, with the first reason given"
+        );
+        assert_eq!(close.closed().await, CloseReason::SlowConsumer);
     }
 
     /// One operation of the model test.
@@ -230,15 +272,22 @@ mod tests {
     #[tokio::test]
     async fn a_push_wakes_a_waiting_receiver() {
         let q = Queue::new(4);
-        let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.recv().await.is_some() });
+        let close = Arc::new(CloseSignal::new(q.clone()));
+        let (q2, c2) = (q.clone(), close.clone());
+        let waiter = tokio::spawn(async move { q2.recv(&c2).await });
         tokio::task::yield_now().await;
         q.push(Outgoing::event(ServerFrame::Pong)).unwrap();
-        assert!(waiter.await.unwrap());
-        let q3 = q.clone();
-        let waiter = tokio::spawn(async move { q3.recv().await });
+        assert!(matches!(waiter.await.unwrap(), Outbound::Frame(_)));
+        let (q3, c3) = (q.clone(), close.clone());
+        let waiter = tokio::spawn(async move { q3.recv(&c3).await });
         tokio::task::yield_now().await;
         q.close();
-        assert!(waiter.await.unwrap().is_none(), "close ends a waiting recv");
+        assert!(
+            matches!(
+                waiter.await.unwrap(),
+                Outbound::Close(CloseReason::Shutdown)
+            ),
+            "closing the queue ends a waiting recv"
+        );
     }
 }

@@ -54,14 +54,7 @@ impl Outbox {
     /// The next frame to write, or the order to close. Close takes priority: a slow consumer
     /// is cut off without first writing its backlog.
     pub async fn recv(&mut self) -> Outbound {
-        tokio::select! {
-            biased;
-            reason = self.shared.close.closed() => Outbound::Close(reason),
-            frame = self.queue.recv() => match frame {
-                Some(f) => Outbound::Frame(f),
-                None => Outbound::Close(CloseReason::Shutdown),
-            },
-        }
+        self.queue.recv(&self.shared.close).await
     }
 
     /// A queued frame, if any, without waiting. Transports use it to batch several frames

@@ -84,6 +84,11 @@ pub struct TcpConfig {
     pub write_timeout: Duration,
     /// Most frames written per flush. Default 64.
     pub max_batch_frames: usize,
+    /// Least time between two flushes to one binary-mode connection; frames queued meanwhile
+    /// go out together. Default 0 (write at once). Trades up to this much latency for fewer,
+    /// larger writes under load; see [`chat_core::conn::PumpConfig::flush_interval`]. Line
+    /// mode (people at terminals) always writes at once.
+    pub flush_interval: Duration,
     /// How long the goodbye may take: writing the last error frame or line (a courtesy — a
     /// slow consumer's socket is full), and then, separately, waiting for the client to close
     /// its side before dropping the connection. Default 2 s. Closing a socket with unread input
@@ -119,6 +124,7 @@ impl Default for TcpConfig {
             line_idle_timeout: Duration::from_secs(30 * 60),
             write_timeout: Duration::from_secs(10),
             max_batch_frames: 64,
+            flush_interval: Duration::ZERO,
             close_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
             banner: "Welcome to chat.".to_string(),
@@ -181,6 +187,7 @@ impl TcpConfig {
             write_timeout: self.write_timeout,
             max_batch: self.max_batch_frames,
             drain_timeout: self.shutdown_timeout,
+            flush_interval: self.flush_interval,
         }
     }
 
@@ -193,6 +200,7 @@ impl TcpConfig {
             write_timeout: self.write_timeout,
             max_batch: self.max_batch_frames,
             drain_timeout: self.shutdown_timeout,
+            flush_interval: Duration::ZERO,
         }
     }
 }

@@ -82,6 +82,10 @@ pub struct WsConfig {
     pub write_timeout: Duration,
     /// Most frames written per flush. Default 64.
     pub max_batch_frames: usize,
+    /// Least time between two flushes to one connection; frames queued meanwhile go out
+    /// together. Default 0 (write at once). Trades up to this much latency for fewer, larger
+    /// writes under load; see [`chat_core::conn::PumpConfig::flush_interval`].
+    pub flush_interval: Duration,
     /// How long to wait for the peer's close frame after sending ours (and for our close frame
     /// to be written), before dropping the TCP connection. Default 2 s.
     pub close_timeout: Duration,
@@ -112,6 +116,7 @@ impl Default for WsConfig {
             pong_timeout: Duration::from_secs(20),
             write_timeout: Duration::from_secs(10),
             max_batch_frames: 64,
+            flush_interval: Duration::ZERO,
             close_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
         }
@@ -170,6 +175,7 @@ impl WsConfig {
             write_timeout: self.write_timeout,
             max_batch: self.max_batch_frames.max(1),
             drain_timeout: self.shutdown_timeout,
+            flush_interval: self.flush_interval,
         }
     }
 }

@@ -159,6 +159,7 @@ impl Server {
         ws_config.origins = origins.clone();
         ws_config.max_connections = config.max_connections;
         ws_config.max_connections_per_ip = config.max_connections_per_ip;
+        ws_config.flush_interval = Duration::from_millis(config.flush_interval_ms);
         // Room for the largest message body as JSON (escaping can double it), and the rest.
         ws_config.max_message_bytes = ws_config
             .max_message_bytes
@@ -207,6 +208,7 @@ impl Server {
             let mut tcp_config = transport_tcp::TcpConfig::default();
             tcp_config.max_connections = config.max_connections;
             tcp_config.max_connections_per_ip = config.max_connections_per_ip;
+            tcp_config.flush_interval = Duration::from_millis(config.flush_interval_ms);
             let (task, addr) =
                 tcp::serve_tcp(engine.clone(), config.tcp_addr, tcp_config, stop.clone()).await?;
             tracing::info!(%addr, "chat server listening on tcp://{addr} (binary and line mode)");

@@ -396,3 +396,70 @@ async fn signs_of_life_keep_a_quiet_peer_open() {
         "{end:?}"
     );
 }
+
+/// With a flush interval, a frame on a quiet connection goes out at once; frames that come
+/// within the interval after a flush wait for its end and go out together, in one flush.
+#[tokio::test(start_paused = true)]
+async fn a_flush_interval_coalesces_frames_but_not_the_first_after_a_quiet_spell() {
+    let Rig {
+        engine,
+        session,
+        outbox,
+        inbound,
+        mut reader,
+        mut writer,
+        mut ops,
+    } = rig(false).await;
+    let alice = session.identity().user;
+    let interval = Duration::from_millis(10);
+    let config = PumpConfig {
+        flush_interval: interval,
+        ..PumpConfig::default()
+    };
+    let shutdown = ShutdownSignal::new();
+    let run = pump(
+        session,
+        outbox,
+        &mut reader,
+        &mut writer,
+        CodecChoice::Fixed(Codec::Json),
+        &config,
+        &shutdown,
+    );
+    let note = |n: usize| Op::Feed(Codec::Json, notice(n));
+    let script = async {
+        // A frame on a quiet connection: written and flushed without waiting.
+        let t0 = tokio::time::Instant::now();
+        engine.notify_user(alice, None, "0").await;
+        assert_eq!(ops.recv().await, Some(note(0)));
+        assert_eq!(ops.recv().await, Some(Op::Flush));
+        assert_eq!(
+            tokio::time::Instant::now(),
+            t0,
+            "no wait for the first frame"
+        );
+
+        // Two more right after the flush: held until the interval has passed, then one flush.
+        engine.notify_user(alice, None, "1").await;
+        engine.notify_user(alice, None, "2").await;
+        assert_eq!(ops.recv().await, Some(note(1)));
+        assert_eq!(ops.recv().await, Some(note(2)));
+        assert_eq!(ops.recv().await, Some(Op::Flush));
+        assert_eq!(
+            tokio::time::Instant::now(),
+            t0 + interval,
+            "held for the interval"
+        );
+
+        // After a quiet spell longer than the interval, at once again.
+        tokio::time::sleep(interval * 5).await;
+        let t1 = tokio::time::Instant::now();
+        engine.notify_user(alice, None, "3").await;
+        assert_eq!(ops.recv().await, Some(note(3)));
+        assert_eq!(ops.recv().await, Some(Op::Flush));
+        assert_eq!(tokio::time::Instant::now(), t1);
+        drop(inbound);
+    };
+    let (end, ()) = tokio::join!(run, script);
+    assert!(matches!(end, PumpEnd::PeerClosed), "{end:?}");
+}
