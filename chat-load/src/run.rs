@@ -498,15 +498,17 @@ async fn read_events(
             _ = stop.changed() => break,
             ev = events.recv() => ev,
         };
-        let (mut burst, mut last_now) = (0u64, 0u64);
+        // One clock read per burst: its events were all in memory already, taken from the
+        // stream within microseconds of each other (the clock was 5 % of the tool's CPU
+        // when read per event at a million deliveries per second).
+        let now = now_ns();
+        let mut burst = 0u64;
         loop {
             match next {
                 None => open = false,
                 Some(Event::Message(entry)) => {
                     if let Some(sent) = parse_sent_ns(&entry.body, &tag) {
-                        let now = now_ns();
                         burst += 1;
-                        last_now = now;
                         batch.push(now.saturating_sub(sent));
                         if batch.len() >= BATCH {
                             flush(&mut batch);
@@ -543,9 +545,7 @@ async fn read_events(
         if burst > 0 {
             received += burst;
             counters.received.fetch_add(burst, Ordering::Relaxed);
-            counters
-                .last_receive_ns
-                .fetch_max(last_now, Ordering::Relaxed);
+            counters.last_receive_ns.fetch_max(now, Ordering::Relaxed);
         }
     }
     flush(&mut batch);
