@@ -65,8 +65,12 @@ pub async fn handler(
     if let Some(protocol) = admission.protocol {
         upgrade = upgrade.protocols([protocol]);
     }
-    upgrade.on_upgrade(move |socket| async move {
-        server.run_axum(socket, admission).await;
+    upgrade.on_upgrade(move |socket| {
+        // Boxed before the task's future captures it: see `WsServer::run_axum`.
+        let socket = Box::new(socket);
+        async move {
+            server.run_axum(socket, admission).await;
+        }
     })
 }
 
@@ -96,21 +100,38 @@ pub fn rejection_response(r: &Rejection) -> Response {
 impl WsServer {
     /// Runs a connection axum upgraded, as [`WsServer::run_admitted`] does for tungstenite
     /// streams.
-    pub async fn run_axum(&self, socket: WebSocket, admission: Admission) -> CloseCause {
-        self.run_axum_with(socket, admission, Vec::new()).await
+    ///
+    /// Takes the socket boxed or not. Boxed is cheaper for a server holding many idle
+    /// connections: a future keeps room for its arguments for its whole life, so a
+    /// `WebSocket` (some 350 bytes) passed by value through `on_upgrade`'s closure and these
+    /// calls is paid for at every level, for as long as the connection lives. Box it where
+    /// axum hands it over: `on_upgrade(|s| { let s = Box::new(s); async move { … } })`.
+    ///
+    /// Not an `async fn` for the same reason: it returns [`WsServer::run_axum_with`]'s future
+    /// itself rather than one that holds another copy of the arguments around it.
+    pub fn run_axum(
+        &self,
+        socket: impl Into<Box<WebSocket>> + Send,
+        admission: Admission,
+    ) -> impl Future<Output = CloseCause> + Send + '_ {
+        let socket: Box<WebSocket> = socket.into();
+        self.run_axum_with(socket, admission, Vec::new())
     }
 
     /// [`WsServer::run_axum`], first handling `initial` requests on the session as if the
     /// client had sent them, so their replies are the first frames it reads — e.g. a socket
     /// that is subscribed to a room from the start (`/chatsocket/{room}` in chat-server).
     /// For a session that still has to `hello`, they are handled after it.
+    ///
+    /// Takes the socket boxed or not; see [`WsServer::run_axum`] for why boxed is cheaper.
     pub async fn run_axum_with(
         &self,
-        socket: WebSocket,
+        socket: impl Into<Box<WebSocket>> + Send,
         admission: Admission,
         initial: Vec<chat_core::Request>,
     ) -> CloseCause {
-        let (sink, stream) = socket.split();
+        let socket: Box<WebSocket> = socket.into();
+        let (sink, stream) = (*socket).split();
         let mut reader = AxumReader(stream);
         let mut writer = AxumWriter(sink);
         let cause = self

@@ -51,11 +51,12 @@ pub struct WsConfig {
     /// Largest incoming frame payload, in bytes. Default 64 KiB (= the message limit: the
     /// protocol has no use for fragments larger than a message).
     pub max_frame_bytes: usize,
-    /// tungstenite's read buffer, allocated up front for every connection. Default 1 KiB
-    /// (tungstenite's own default is 128 KiB, sized for bulk transfer): chat frames are small
-    /// and idle connections are the common case, so this is a large share of a connection's
-    /// memory. A larger frame still arrives whole: the buffer grows to hold it (up to
-    /// `max_frame_bytes`), it only takes more reads.
+    /// tungstenite's read buffer, allocated up front for every connection. Default 512 bytes
+    /// (tungstenite's own default is 128 KiB, sized for bulk transfer): what clients send is
+    /// small (a `send` with a 100-byte body is about 150 bytes of JSON) and idle connections
+    /// are the common case, so this is a large share of a connection's memory. A larger frame
+    /// still arrives whole: the buffer grows to hold it (up to `max_frame_bytes`), it only
+    /// takes more reads.
     pub read_buffer_bytes: usize,
     /// How much the writer buffers before writing to the socket mid-batch. Default 8 KiB.
     /// Every batch is flushed at its end anyway; this only bounds the buffer while a large
@@ -109,7 +110,7 @@ impl Default for WsConfig {
             max_connections_per_ip: 64,
             max_message_bytes: 64 * 1024,
             max_frame_bytes: 64 * 1024,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 8 * 1024,
             max_write_buffer_bytes: 32 * 1024 * 1024,
             ping_interval: Duration::from_secs(25),
@@ -315,6 +316,6 @@ mod tests {
         WsConfig::default().validate().unwrap();
         let c = WsConfig::default().websocket_config();
         assert_eq!(c.max_message_size, Some(64 * 1024));
-        assert_eq!(c.read_buffer_size, 1024);
+        assert_eq!(c.read_buffer_size, 512);
     }
 }

@@ -54,6 +54,9 @@ pub(crate) async fn ws(
     let server = app.ws.clone();
     let tracker = app.sockets.clone();
     upgrade.on_upgrade(move |socket| {
+        // Boxed before the task's future captures it: a connection's task then holds a
+        // pointer instead of the socket itself at every level (see `WsServer::run_axum`).
+        let socket = Box::new(socket);
         tracker.track_future(async move {
             server.run_axum(socket, admission).await;
             drop(permit);
@@ -110,6 +113,7 @@ pub(crate) async fn chatsocket(
     let tracker = app.sockets.clone();
     let codec = admission.codec;
     upgrade.on_upgrade(move |socket| {
+        let socket = Box::new(socket);
         tracker.track_future(async move {
             let cause =
                 run_subscribed(&app, socket, identity, codec, RoomId(room), since_seq).await;
@@ -175,7 +179,7 @@ fn configure(
 /// `subscribe` ahead of everything else, so `subscribed` is the first frame the client reads.
 async fn run_subscribed(
     app: &AppState,
-    socket: WebSocket,
+    socket: Box<WebSocket>,
     identity: Identity,
     codec: CodecChoice,
     room: RoomId,
