@@ -6,8 +6,8 @@ use crate::connection::{CloseCause, WsReader, WsWriter, goodbye};
 use crate::handshake::{self, Admission, ReadError, Rejection};
 use crate::stats::{Counters, WsStats};
 use chat_core::conn::{
-    CodecChoice, ConnLimiter, ConnPermit, FrameReader, FrameWriter, Inbound, Refused,
-    ShutdownSignal, pump,
+    CodecChoice, ConnLimiter, ConnPermit, FrameReader, FrameWriter, Inbound, PumpConfig, PumpEnd,
+    Refused, ShutdownSignal, pump,
 };
 use chat_core::protocol::{ClientFrame, ServerFrame};
 use chat_core::{Engine, Error as CoreError, Identity, Outbox, Outgoing, Request, Session};
@@ -51,9 +51,14 @@ pub struct WsServer {
     inner: Arc<Inner>,
 }
 
+/// An opened session, its outbox and the codec it writes.
+type Opened = (Session, Outbox, CodecChoice);
+
 struct Inner {
     engine: Engine,
     config: WsConfig,
+    /// Made from `config` once; every session's pump borrows it.
+    pump_config: PumpConfig,
     limiter: ConnLimiter,
     shutdown: ShutdownSignal,
     counters: Counters,
@@ -96,6 +101,7 @@ impl WsServer {
             inner: Arc::new(Inner {
                 limiter: ConnLimiter::new(config.max_connections, config.max_connections_per_ip),
                 engine,
+                pump_config: config.pump_config(),
                 config,
                 shutdown: ShutdownSignal::new(),
                 counters: Counters::default(),
@@ -405,31 +411,16 @@ impl WsServer {
         let c = &self.inner.counters;
         Counters::bump(&c.upgraded);
         c.open.fetch_add(1, Ordering::Relaxed);
-        let opened = match identity {
-            Some(identity) => Ok((self.inner.engine.open_session(identity), codec)),
-            None => {
-                self.open_with_hello(reader, writer, codec, &read_error)
-                    .await
-            }
-        };
-        let cause = match opened {
-            Ok(((mut session, outbox), codec)) => {
-                // Requests the application queues for the session (e.g. a subscription), answered
-                // before anything the client sends.
-                for req in initial {
-                    session.handle(req).await;
-                }
-                let session_id = session.id();
-                let end = pump(
-                    session,
-                    outbox,
-                    reader,
-                    writer,
-                    codec,
-                    &self.inner.config.pump_config(),
-                    &self.inner.shutdown,
-                )
-                .await;
+        // The opening runs in a boxed future of its own and hands the session over boxed,
+        // and the pump's future is made by a plain function: a value moved out of a local
+        // that is still in scope across an `.await` keeps its room in this future — so in
+        // every connection's task, for the connection's whole life.
+        let opening = Box::pin(self.open(reader, writer, identity, codec, initial, &read_error));
+        let cause = match opening.await {
+            Ok(opened) => {
+                let session_id = opened.0.id();
+                let running = self.pump_opened(opened, reader, writer);
+                let end = running.await;
                 let cause = CloseCause::of(&end, &read_error);
                 tracing::debug!(session = %session_id, cause = cause.as_str(), ?end, "connection ended");
                 cause
@@ -454,6 +445,64 @@ impl WsServer {
             CloseCause::Io => &c.closed_io,
         });
         cause
+    }
+
+    /// Opens the session (from the identity, or with an in-band `hello`) and answers the
+    /// `initial` requests on it.
+    async fn open<R, W>(
+        &self,
+        reader: &mut R,
+        writer: &mut W,
+        identity: Option<Identity>,
+        codec: CodecChoice,
+        initial: Vec<chat_core::Request>,
+        read_error: &impl Fn(&R::Error) -> CloseCause,
+    ) -> Result<Box<Opened>, CloseCause>
+    where
+        R: FrameReader,
+        W: FrameWriter<Error = R::Error>,
+    {
+        let ((mut session, outbox), codec) = match identity {
+            Some(identity) => (self.inner.engine.open_session(identity), codec),
+            None => {
+                self.open_with_hello(reader, writer, codec, read_error)
+                    .await?
+            }
+        };
+        // Requests the application queues for the session (e.g. a subscription), answered
+        // before anything the client sends.
+        for req in initial {
+            session.handle(req).await;
+        }
+        Ok(Box::new((session, outbox, codec)))
+    }
+
+    /// The pump's future for an opened session; a plain function, so that the session moves
+    /// straight into the pump's future without a copy left in the caller's.
+    #[allow(
+        clippy::boxed_local,
+        reason = "the box is what `open` returns: the caller keeps 8 bytes across its await"
+    )]
+    fn pump_opened<'a, R, W>(
+        &'a self,
+        opened: Box<Opened>,
+        reader: &'a mut R,
+        writer: &'a mut W,
+    ) -> impl Future<Output = PumpEnd<R::Error>> + Send + 'a
+    where
+        R: FrameReader,
+        W: FrameWriter<Error = R::Error>,
+    {
+        let (session, outbox, codec) = *opened;
+        pump(
+            session,
+            outbox,
+            reader,
+            writer,
+            codec,
+            &self.inner.pump_config,
+            &self.inner.shutdown,
+        )
     }
 
     /// The in-band opening of a connection admitted without credentials: its first data frame
