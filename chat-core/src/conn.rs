@@ -467,7 +467,8 @@ where
             let start = tokio::time::Instant::now() + config.probe_interval;
             // Grows to at most `max_batch` pointers on first use and is reused after.
             let mut batch = Vec::new();
-            // When the last batch was flushed; `None` until the first, which goes at once.
+            // When the last batch was flushed (kept only with a flush interval: no clock read
+            // per batch otherwise); `None` until the first, which goes at once.
             let mut last_flush: Option<tokio::time::Instant> = None;
             let mut probes = tokio::time::interval_at(start, config.probe_interval);
             probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -511,7 +512,7 @@ where
                     }
                     Outbound::Close(reason) => return WriterEnd::Closed(reason),
                 };
-                if let Some(last) = last_flush.filter(|_| !config.flush_interval.is_zero()) {
+                if let Some(last) = last_flush {
                     // Coalescing: a frame that comes soon after the last flush waits for the
                     // interval to end, and whatever else was queued meanwhile goes with it.
                     let next = last + config.flush_interval;
@@ -534,7 +535,9 @@ where
                     Ok(Err(e)) => return WriterEnd::Error(e),
                     Ok(Ok(())) => {}
                 }
-                last_flush = Some(tokio::time::Instant::now());
+                if !config.flush_interval.is_zero() {
+                    last_flush = Some(tokio::time::Instant::now());
+                }
             }
         };
 
