@@ -202,7 +202,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The inline slots, the spill deque and the switch between them behave as one
+        /// Pushes up to the capacity, pops, batched drains and a close behave as one
         /// bounded FIFO: compared with a `VecDeque` model after every operation.
         #[test]
         fn behaves_as_a_bounded_fifo(
