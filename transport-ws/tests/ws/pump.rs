@@ -463,3 +463,52 @@ async fn a_flush_interval_coalesces_frames_but_not_the_first_after_a_quiet_spell
     let (end, ()) = tokio::join!(run, script);
     assert!(matches!(end, PumpEnd::PeerClosed), "{end:?}");
 }
+
+/// A session closed while its frames are held by the flush interval writes none of them: the
+/// close still wins over queued frames (the pump's reader half sees the close and ends the
+/// connection, dropping the writer mid-hold).
+#[tokio::test(start_paused = true)]
+async fn frames_held_by_the_flush_interval_are_not_written_after_a_close() {
+    let Rig {
+        engine,
+        session,
+        outbox,
+        inbound: _inbound,
+        mut reader,
+        mut writer,
+        mut ops,
+    } = rig(false).await;
+    let alice = session.identity().user;
+    let config = PumpConfig {
+        flush_interval: Duration::from_millis(10),
+        ..PumpConfig::default()
+    };
+    let shutdown = ShutdownSignal::new();
+    let run = pump(
+        session,
+        outbox,
+        &mut reader,
+        &mut writer,
+        CodecChoice::Fixed(Codec::Json),
+        &config,
+        &shutdown,
+    );
+    let script = async {
+        engine.notify_user(alice, None, "0").await;
+        assert_eq!(ops.recv().await, Some(Op::Feed(Codec::Json, notice(0))));
+        assert_eq!(ops.recv().await, Some(Op::Flush));
+        // Held by the interval, then the session is closed before it ends.
+        engine.notify_user(alice, None, "1").await;
+        assert_eq!(engine.close_user_sessions(alice).await, 1);
+    };
+    let (end, ()) = tokio::join!(run, script);
+    assert!(
+        matches!(end, PumpEnd::Closed(CloseReason::Revoked)),
+        "{end:?}"
+    );
+    let after: Vec<Op> = drain(&mut ops);
+    assert!(
+        after.is_empty(),
+        "nothing written after the close: {after:?}"
+    );
+}
