@@ -22,7 +22,7 @@
 
 use chat_core::store::NewRoom;
 use chat_core::{
-    EntryKind, HistoryQuery, Message, NewEntry, RoomId, RoomKind, Seq, Store, Timestamp, User,
+    EntryKind, HistoryQuery, Message, NewEntry, Role, RoomId, RoomKind, Seq, Store, Timestamp, User,
 };
 use chat_store::{SqliteConfig, SqliteStore, Synchronous};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
@@ -86,6 +86,16 @@ async fn rig(synchronous: Synchronous, users: usize, rooms: usize) -> Rig {
             .await
             .expect("room");
         all_rooms.push(room.id);
+    }
+    // Posts are accepted only from members (the store's authorship contract): every user
+    // joins every room, so each append pays the membership check it pays in production.
+    for &room in &all_rooms {
+        for user in &all_users {
+            store
+                .add_member(room, user.id, Role::Member, Timestamp::now())
+                .await
+                .expect("member");
+        }
     }
     Rig {
         store,

@@ -537,19 +537,13 @@ impl Engine {
         if let Some(id) = &client_msg_id {
             validate::client_msg_id(id, limits)?;
         }
+        // No membership read here: the store checks the author's membership atomically with
+        // the append (the `Store` authorship contract), which also closes the race with a
+        // concurrent kick, and answers `RoomNotFound` / `NotMember` itself. That is one store
+        // round trip per message fewer.
         let (sender, sender_name) = match &author {
-            Author::System => {
-                self.room_or_404(room).await?;
-                (None, "system".to_string())
-            }
-            Author::User(who) => {
-                if self.role_of(room, who.user).await?.is_none() {
-                    // Distinguish "no such room" from "not a member".
-                    self.room_or_404(room).await?;
-                    return Err(Error::NotMember(room));
-                }
-                (Some(who.user), who.username.clone())
-            }
+            Author::System => (None, "system".to_string()),
+            Author::User(who) => (Some(who.user), who.username.clone()),
         };
         let entry = NewEntry {
             room,

@@ -126,6 +126,15 @@ pub struct NewEntry {
 }
 
 impl NewEntry {
+    /// The user the entry is posted as, if any: the store appends it only while that user
+    /// is a member of the room (see [`crate::Store`]'s authorship contract). `None` for
+    /// entries of the system.
+    pub fn author(&self) -> Option<UserId> {
+        match &self.kind {
+            EntryKind::Message(m) => m.sender,
+        }
+    }
+
     /// The `(sender, client message id)` pair that makes an append idempotent, if any.
     pub fn idempotency_key(&self) -> Option<(UserId, &str)> {
         match &self.kind {

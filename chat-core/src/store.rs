@@ -47,6 +47,11 @@ pub struct Credentials {
 ///   readers only once it is durable, and `append` returns only then.
 /// - **Idempotency**: an entry whose `(sender, client_msg_id)` was appended before (to any
 ///   room) is not stored again; `append` returns the original with `duplicate: true`.
+/// - **Authorship**: an entry with an author ([`NewEntry::author`]) is appended only if the
+///   author is a member of the room, decided atomically with the insert, so a user removed
+///   from a room can never post into it afterwards — not even with a post whose check raced
+///   the removal. Otherwise `Error::NotMember`, and nothing is stored (no seq is used).
+///   Entries of the system need no membership.
 /// - **Names**: usernames are unique case-insensitively (stored as given, compared in
 ///   lowercase); so are the names of public rooms.
 /// - **Direct rooms**: [`Store::direct_room`] returns the same room for `(a, b)` and `(b, a)`,
@@ -142,8 +147,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- the log -----
 
-    /// Appends an entry, assigning the room's next seq (see the trait docs for the seq and
-    /// idempotency contracts). `Error::RoomNotFound` if the room does not exist.
+    /// Appends an entry, assigning the room's next seq (see the trait docs for the seq,
+    /// idempotency and authorship contracts). `Error::RoomNotFound` if the room does not
+    /// exist, `Error::NotMember` if the entry's author is not a member of it.
     async fn append(&self, entry: NewEntry) -> Result<Appended>;
 
     /// A page of the room's log, at most `limit` entries (clamped to [`MAX_HISTORY_PAGE`]),

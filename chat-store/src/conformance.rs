@@ -79,6 +79,7 @@ macro_rules! store_conformance_tests {
             append_without_key_never_deduplicated,
             append_idempotent_under_concurrency,
             append_unknown_room_refused,
+            append_requires_the_author_to_be_a_member,
             history_empty_and_unknown_room,
             history_pagination_boundaries,
             history_limit_clamped,
@@ -1069,6 +1070,10 @@ pub async fn append_same_client_id_other_sender_not_duplicate(store: Arc<dyn Sto
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     let g = group(&store, "g", &alice).await;
+    store
+        .add_member(g.id, bob.id, Role::Member, ts(0))
+        .await
+        .unwrap();
     let a = store
         .append(entry(g.id, Some(&alice), "from alice", Some("same")))
         .await
@@ -1146,6 +1151,62 @@ pub async fn append_unknown_room_refused(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(!a.duplicate);
+}
+
+/// An entry whose author is not a member of the room is refused with `NotMember` and leaves
+/// no trace: no seq is used and its idempotency key stays free. Removal takes effect for the
+/// very next append; the system needs no membership; a retry of a post stored while its
+/// author was a member is refused once the author is gone, like any other post.
+pub async fn append_requires_the_author_to_be_a_member(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let g = group(&store, "g", &alice).await;
+    let r = store
+        .append(entry(g.id, Some(&bob), "not yet", Some("b1")))
+        .await;
+    assert!(
+        matches!(r, Err(Error::NotMember(id)) if id == g.id),
+        "{r:?}"
+    );
+    assert_eq!(store.latest_seq(g.id).await.unwrap(), Seq::ZERO);
+
+    store
+        .add_member(g.id, bob.id, Role::Member, ts(0))
+        .await
+        .unwrap();
+    let a = store
+        .append(entry(g.id, Some(&bob), "now a member", Some("b1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.entry.seq, a.duplicate),
+        (Seq(1), false),
+        "the key stayed free"
+    );
+
+    assert!(store.remove_member(g.id, bob.id).await.unwrap());
+    let r = store
+        .append(entry(g.id, Some(&bob), "after removal", Some("b2")))
+        .await;
+    assert!(matches!(r, Err(Error::NotMember(_))), "{r:?}");
+    let r = store
+        .append(entry(g.id, Some(&bob), "now a member", Some("b1")))
+        .await;
+    assert!(
+        matches!(r, Err(Error::NotMember(_))),
+        "retry after removal: {r:?}"
+    );
+
+    let sys = store
+        .append(entry(g.id, None, "system notice", None))
+        .await
+        .unwrap();
+    assert_eq!(sys.entry.seq, Seq(2), "refusals used no seq");
+    let log = whole_log(&store, g.id).await;
+    assert_eq!(
+        log.iter().map(body).collect::<Vec<_>>(),
+        ["now a member", "system notice"]
+    );
 }
 
 /// An empty room and an unknown room both have latest seq zero and an empty history.

@@ -442,8 +442,14 @@ impl Store for MemoryStore {
 
     async fn append(&self, entry: NewEntry) -> Result<Appended> {
         let mut s = self.lock()?;
-        if !s.rooms.contains_key(&entry.room) {
+        let Some(r) = s.rooms.get(&entry.room) else {
             return Err(Error::RoomNotFound(entry.room));
+        };
+        // Authorship is decided under the same lock as the insert (see the `Store` contract).
+        if let Some(sender) = entry.author() {
+            if !r.members.contains_key(&sender) {
+                return Err(Error::NotMember(entry.room));
+            }
         }
         let key = entry
             .idempotency_key()

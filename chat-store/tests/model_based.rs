@@ -815,8 +815,11 @@ impl Model {
             } => {
                 let room = self.room(room);
                 let sender = sender.map(|p| self.user(p));
-                if self.live(room).is_none() {
+                let Some(r) = self.live(room) else {
                     return Obs::Err(ErrorCode::RoomNotFound);
+                };
+                if sender.is_some_and(|u| !r.members.contains_key(&u)) {
+                    return Obs::Err(ErrorCode::NotMember);
                 }
                 let client_id = client_id.map(|c| CLIENT_IDS[c as usize].to_string());
                 let key = match (sender, &client_id) {
@@ -1039,7 +1042,7 @@ fn fixed_sequence_agrees_with_the_model() {
             client_id: Some(0),
         },
         Append {
-            room: B,
+            room: A,
             sender: Some(A),
             client_id: Some(0),
         },
@@ -1108,13 +1111,20 @@ fn fixed_sequence_agrees_with_the_model() {
         },
         Append {
             room: B,
-            sender: Some(A),
+            sender: Some(B),
             client_id: Some(0),
         },
         RoomById { room: A },
         LatestSeq { room: B },
         DeleteRoom { room: C },
         DirectRoom { a: B, b: A },
+        // A is no member of B: refused, and no seq is used.
+        Append {
+            room: B,
+            sender: Some(A),
+            client_id: Some(1),
+        },
+        LatestSeq { room: B },
     ];
     let obs = {
         let mut m = Model::default();
@@ -1137,5 +1147,7 @@ fn fixed_sequence_agrees_with_the_model() {
     assert_eq!(obs[22], Obs::Seq(2));
     assert!(matches!(&obs[34], Obs::Err(ErrorCode::RoomNotFound)));
     assert!(matches!(&obs[35], Obs::Appended(e, false) if e.room == 1 && e.seq == 1));
+    assert_eq!(obs[40], Obs::Err(ErrorCode::NotMember));
+    assert_eq!(obs[41], Obs::Seq(1));
     same_observations(&ops, &factories()).unwrap();
 }

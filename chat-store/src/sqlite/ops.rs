@@ -536,6 +536,18 @@ pub(crate) fn append(conn: &Connection, entry: NewEntry) -> Result<Appended> {
     let Some(last) = last else {
         return Err(Error::RoomNotFound(entry.room));
     };
+    // Authorship (see the `Store` contract): checked in the write transaction, so a removal
+    // committed before this append is always seen.
+    if let Some(author) = entry.author() {
+        let member = conn
+            .prepare_cached("SELECT 1 FROM members WHERE room_id = ?1 AND user_id = ?2")
+            .db()?
+            .exists(params![cap(entry.room.0), cap(author.0)])
+            .db()?;
+        if !member {
+            return Err(Error::NotMember(entry.room));
+        }
+    }
     let seq = Seq(last + 1);
     // Runs without a savepoint (see `Writer::call_without_savepoint`): a domain outcome
     // (unknown room above, duplicate below) is decided before anything is written, and a
