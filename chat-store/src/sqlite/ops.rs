@@ -37,6 +37,9 @@ pub(crate) const MEMBERS: &str = "SELECT m.user_id, u.username, m.role, m.joined
      FROM members m JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY m.user_id";
 pub(crate) const IDEMPOTENCY: &str = "SELECT room_id, seq, at, kind, sender, sender_name, body, \
      client_msg_id FROM entries WHERE client_msg_id = ?2 AND sender = ?1";
+/// The room's last seq, and whether `?2` may post in it: a member, or no author at all.
+const ROOM_FOR_APPEND: &str = "SELECT last_seq, ?2 IS NULL OR EXISTS \
+     (SELECT 1 FROM members WHERE room_id = ?1 AND user_id = ?2) FROM rooms WHERE id = ?1";
 /// The append's insert: see [`append`]. The `ON CONFLICT` target names the partial
 /// idempotency index, so only a repeated `(sender, client_msg_id)` is skipped; any other
 /// conflict is an error.
@@ -527,26 +530,25 @@ pub(crate) fn rooms_of(conn: &Connection, user: UserId) -> Result<Vec<Membership
 
 pub(crate) fn append(conn: &Connection, entry: NewEntry) -> Result<Appended> {
     let EntryKind::Message(m) = &entry.kind;
-    let last: Option<u64> = conn
-        .prepare_cached("SELECT last_seq FROM rooms WHERE id = ?1")
+    // The room's last seq and the author's membership (the `Store` authorship contract) in
+    // one statement, inside the write transaction: a removal committed before this append is
+    // always seen. One statement rather than two: in the writer, which every append passes
+    // through, a second statement cost about 2 µs per append (store bench, 256 publishers).
+    // Without an author (`?2` NULL) membership is not asked for.
+    let row: Option<(u64, bool)> = conn
+        .prepare_cached(ROOM_FOR_APPEND)
         .db()?
-        .query_row([cap(entry.room.0)], |r| u64_at(r, 0))
+        .query_row(
+            params![cap(entry.room.0), entry.author().map(|u| cap(u.0))],
+            |r| Ok((u64_at(r, 0)?, r.get::<_, bool>(1)?)),
+        )
         .optional()
         .db()?;
-    let Some(last) = last else {
+    let Some((last, author_may_post)) = row else {
         return Err(Error::RoomNotFound(entry.room));
     };
-    // Authorship (see the `Store` contract): checked in the write transaction, so a removal
-    // committed before this append is always seen.
-    if let Some(author) = entry.author() {
-        let member = conn
-            .prepare_cached("SELECT 1 FROM members WHERE room_id = ?1 AND user_id = ?2")
-            .db()?
-            .exists(params![cap(entry.room.0), cap(author.0)])
-            .db()?;
-        if !member {
-            return Err(Error::NotMember(entry.room));
-        }
+    if !author_may_post {
+        return Err(Error::NotMember(entry.room));
     }
     let seq = Seq(last + 1);
     // Runs without a savepoint (see `Writer::call_without_savepoint`): a domain outcome
