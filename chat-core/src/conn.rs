@@ -19,13 +19,16 @@
 
 use crate::hub::CloseReason;
 use crate::protocol::{Codec, Outgoing};
+use crate::queue::Pumped;
 use crate::session::{Outbound, Outbox, Session};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -299,7 +302,8 @@ pub enum CodecChoice {
 /// Deadlines and sizes of the pump. Transports fill it from their own configuration.
 #[derive(Debug, Clone)]
 pub struct PumpConfig {
-    /// How often the writer sends a keepalive probe.
+    /// How long the peer may be silent before it is sent a keepalive probe (and again after
+    /// each further interval of silence). Anything the peer sends counts as a sign of life.
     pub probe_interval: Duration,
     /// The peer is closed when nothing at all (not even a probe answer) arrives for this long.
     /// Should exceed `probe_interval` by a round trip and some slack.
@@ -400,11 +404,28 @@ async fn timeout_if_pending<F: Future>(
     fut: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(out) => Ok(out),
-        std::task::Poll::Pending => tokio::time::timeout(limit, fut).await,
+    match poll_once(fut.as_mut()).await {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => tokio::time::timeout(limit, fut).await,
     }
+}
+
+/// [`timeout_if_pending`] with a deadline instead of a duration; `None` waits for ever.
+async fn deadline_if_pending<F: Future>(
+    deadline: Option<tokio::time::Instant>,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    match (poll_once(fut.as_mut()).await, deadline) {
+        (Poll::Ready(out), _) => Ok(out),
+        (Poll::Pending, Some(deadline)) => tokio::time::timeout_at(deadline, fut).await,
+        (Poll::Pending, None) => Ok(fut.await),
+    }
+}
+
+/// Polls `fut` once, in the caller's task, and says what it returned.
+async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }
 
 enum WriterEnd<E> {
@@ -453,7 +474,20 @@ where
         let cell = &cell;
         let session_ref = &mut session;
         let reader_half = async move {
+            // Keepalive lives here, on the reading side: the peer is probed after each
+            // `probe_interval` of its silence and given up after `idle_timeout` of it. The
+            // writer only sends the probes it is asked for (through its queue), so it has no
+            // timer of its own to poll every time it wakes up to write.
+            let mut heard = tokio::time::Instant::now();
+            let mut probes_sent = 0u32;
             loop {
+                // `None`: never (a zero probe interval, or a deadline past the clock's range).
+                let idle_at = heard.checked_add(config.idle_timeout);
+                let probe_at = (!config.probe_interval.is_zero())
+                    .then(|| config.probe_interval.checked_mul(probes_sent + 1))
+                    .flatten()
+                    .and_then(|d| heard.checked_add(d))
+                    .filter(|&p| idle_at.is_none_or(|i| p < i));
                 let next = tokio::select! {
                     biased;
                     reason = session_ref.closed() => return PumpEnd::Closed(reason),
@@ -462,14 +496,24 @@ where
                         session_ref.close(CloseReason::Shutdown);
                         continue;
                     }
-                    next = timeout_if_pending(config.idle_timeout, reader.read()) => next,
+                    next = deadline_if_pending(probe_at.or(idle_at), reader.read()) => next,
                 };
-                match next {
+                let next = match next {
+                    Err(_elapsed) if probe_at.is_some() => {
+                        probes_sent += 1;
+                        session_ref.request_probe();
+                        continue;
+                    }
                     Err(_elapsed) => return PumpEnd::IdleTimeout,
-                    Ok(Err(e)) => return PumpEnd::ReadError(e),
-                    Ok(Ok(None)) => return PumpEnd::PeerClosed,
-                    Ok(Ok(Some(Inbound::Alive))) => {}
-                    Ok(Ok(Some(Inbound::Frame { codec, bytes }))) => {
+                    Ok(next) => next,
+                };
+                heard = tokio::time::Instant::now();
+                probes_sent = 0;
+                match next {
+                    Err(e) => return PumpEnd::ReadError(e),
+                    Ok(None) => return PumpEnd::PeerClosed,
+                    Ok(Some(Inbound::Alive)) => {}
+                    Ok(Some(Inbound::Frame { codec, bytes })) => {
                         cell.first_frame(codec);
                         // Boxed: handling a request is a large future (kilobytes), and
                         // inline it would be part of every connection's task, idle or
@@ -483,21 +527,14 @@ where
         let outbox = &mut outbox;
         let writer = &mut *writer;
         let writer_half = async move {
-            let start = tokio::time::Instant::now() + config.probe_interval;
             // Grows to at most `max_batch` pointers on first use and is reused after.
             let mut batch = Vec::new();
             // When the last batch was flushed (kept only with a flush interval: no clock read
             // per batch otherwise); `None` until the first, which goes at once.
             let mut last_flush: Option<tokio::time::Instant> = None;
-            let mut probes = tokio::time::interval_at(start, config.probe_interval);
-            probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let first = tokio::select! {
-                    // Probes first: a peer we write to all the time must still be probed, or
-                    // a receive-only client would look idle. A tick is ready once per
-                    // interval, so it cannot starve the outbox.
-                    biased;
-                    _ = probes.tick() => {
+                let first = match outbox.recv_or_probe().await {
+                    Pumped::Probe => {
                         let probe = async {
                             writer.probe().await?;
                             writer.flush().await
@@ -508,7 +545,7 @@ where
                             Ok(Ok(())) => continue,
                         }
                     }
-                    out = outbox.recv() => out,
+                    Pumped::Out(out) => out,
                 };
                 let first = match first {
                     Outbound::Frame(f) => f,

@@ -57,6 +57,12 @@ impl Outbox {
         self.queue.recv(&self.shared.close).await
     }
 
+    /// [`Outbox::recv`], or a keepalive probe the pump's reader asked for
+    /// ([`Session::request_probe`]).
+    pub(crate) async fn recv_or_probe(&mut self) -> crate::queue::Pumped {
+        self.queue.recv_or_probe(&self.shared.close).await
+    }
+
     /// A queued frame, if any, without waiting. Transports use it to batch several frames
     /// into one write and one flush.
     pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
@@ -191,6 +197,12 @@ impl Session {
     /// Closes the session from the transport's side (e.g. to enforce a transport rule).
     pub fn close(&self, reason: CloseReason) {
         self.shared.close.close(reason);
+    }
+
+    /// Asks this session's writer for a keepalive probe ([`crate::conn::pump`]'s reader does,
+    /// when the peer has been quiet for a probe interval).
+    pub(crate) fn request_probe(&self) {
+        self.shared.queue.request_probe();
     }
 
     /// Queues a frame for this session only. Returns `false` if the queue was full (the

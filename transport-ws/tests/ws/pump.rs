@@ -397,6 +397,102 @@ async fn signs_of_life_keep_a_quiet_peer_open() {
     );
 }
 
+/// Probes follow the peer's silence: a peer that keeps talking is never probed, even while
+/// the server writes to it all the time; once it goes quiet it is probed after each probe
+/// interval of silence, and reaped after the idle timeout counted from its last sign of life.
+#[tokio::test(start_paused = true)]
+async fn probes_follow_the_peers_silence_not_the_servers_writes() {
+    let Rig {
+        engine,
+        session,
+        outbox,
+        inbound,
+        mut reader,
+        mut writer,
+        mut ops,
+    } = rig(false).await;
+    let config = PumpConfig {
+        probe_interval: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(25),
+        ..PumpConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let alice = session.identity().user;
+    let shutdown = ShutdownSignal::new();
+    let run = pump(
+        session,
+        outbox,
+        &mut reader,
+        &mut writer,
+        CodecChoice::Fixed(Codec::Json),
+        &config,
+        &shutdown,
+    );
+    let peer = async {
+        // For a minute: a frame written to the peer every second, a pong from it every 5 s.
+        for i in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(engine.notify_user(alice, None, i.to_string()).await, 1);
+            if i % 5 == 4 {
+                inbound.send(Inbound::Alive).unwrap();
+            }
+        }
+        // Then silence; the channel stays open.
+        inbound
+    };
+    let (end, _inbound) = tokio::join!(run, peer);
+    assert!(matches!(end, PumpEnd::IdleTimeout), "{end:?}");
+    // The last pong came at 60 s: probes at 70 and 80 s, reaped at 85 s.
+    assert_eq!(started.elapsed(), Duration::from_secs(85));
+    let ops = drain(&mut ops);
+    let probes = ops.iter().filter(|o| **o == Op::Probe).count();
+    assert_eq!(probes, 2, "{ops:?}");
+    assert_eq!(
+        ops.iter().filter(|o| matches!(o, Op::Feed(..))).count(),
+        60,
+        "every frame was written"
+    );
+    let last_feed = ops.iter().rposition(|o| matches!(o, Op::Feed(..))).unwrap();
+    let first_probe = ops.iter().position(|o| *o == Op::Probe).unwrap();
+    assert!(
+        first_probe > last_feed,
+        "no probe while the peer was talking: {ops:?}"
+    );
+}
+
+/// A zero probe interval means no probes (not a busy loop): the peer is only reaped.
+#[tokio::test(start_paused = true)]
+async fn a_zero_probe_interval_sends_no_probes() {
+    let Rig {
+        session,
+        outbox,
+        inbound: _inbound,
+        mut reader,
+        mut writer,
+        mut ops,
+        ..
+    } = rig(false).await;
+    let config = PumpConfig {
+        probe_interval: Duration::ZERO,
+        idle_timeout: Duration::from_secs(25),
+        ..PumpConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let end = pump(
+        session,
+        outbox,
+        &mut reader,
+        &mut writer,
+        CodecChoice::Fixed(Codec::Json),
+        &config,
+        &ShutdownSignal::new(),
+    )
+    .await;
+    assert!(matches!(end, PumpEnd::IdleTimeout), "{end:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(25));
+    assert_eq!(drain(&mut ops), []);
+}
+
 /// With a flush interval, a frame on a quiet connection goes out at once; frames that come
 /// within the interval after a flush wait for its end and go out together, in one flush.
 #[tokio::test(start_paused = true)]
