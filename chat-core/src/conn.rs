@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -428,6 +428,63 @@ async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }
 
+/// Which half of a connection ended first, with its result.
+enum Half<R, W> {
+    Reader(R),
+    Writer(W),
+}
+
+/// Runs the two halves of a connection in the caller's task until one ends, polling the
+/// reader only when something it waits on woke it.
+///
+/// Why not `tokio::select!`: it polls every branch whenever the task wakes, and the writer
+/// wakes for every frame queued — on a fan-out, once per message per connection — while the
+/// reader waits on a socket that is mostly quiet. Each needless poll of the reader re-ran the
+/// transport's read path (for WebSocket: a `BiLock`, tungstenite's waker registrations, a
+/// readiness check). The reader is polled with a waker of its own that marks it woken; the
+/// writer, cheap to poll when nothing is queued, is polled every time. Cost: one small
+/// allocation per connection.
+async fn first_of<R: Future, W: Future>(
+    mut reader: Pin<&mut R>,
+    mut writer: Pin<&mut W>,
+) -> Half<R::Output, W::Output> {
+    let woken = Arc::new(ReaderWake {
+        // The first poll polls both.
+        woken: AtomicBool::new(true),
+        task: futures_util::task::AtomicWaker::new(),
+    });
+    let reader_waker = Waker::from(woken.clone());
+    std::future::poll_fn(move |cx| {
+        // Registered before the flag is looked at: a wake-up in between is seen either way.
+        woken.task.register(cx.waker());
+        if woken.woken.swap(false, Ordering::AcqRel) {
+            let mut rcx = Context::from_waker(&reader_waker);
+            if let Poll::Ready(end) = reader.as_mut().poll(&mut rcx) {
+                return Poll::Ready(Half::Reader(end));
+            }
+        }
+        writer.as_mut().poll(cx).map(Half::Writer)
+    })
+    .await
+}
+
+/// The reader half's waker in [`first_of`]: marks the reader woken, then wakes the task.
+struct ReaderWake {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl Wake for ReaderWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 enum WriterEnd<E> {
     Closed(CloseReason),
     Stalled,
@@ -598,8 +655,8 @@ where
         };
 
         tokio::pin!(reader_half, writer_half);
-        tokio::select! {
-            end = &mut reader_half => match end {
+        match first_of(reader_half.as_mut(), writer_half.as_mut()).await {
+            Half::Reader(end) => match end {
                 PumpEnd::Closed(CloseReason::Shutdown) => {
                     // Let the writer drain; it sees the close in the outbox. Its own deadline
                     // bounds this, the outer one is a backstop.
@@ -611,7 +668,7 @@ where
                 }
                 other => other,
             },
-            end = &mut writer_half => match end {
+            Half::Writer(end) => match end {
                 WriterEnd::Closed(reason) => PumpEnd::Closed(reason),
                 WriterEnd::Error(e) => PumpEnd::WriteError(e),
                 // Decided below, once the reader half no longer borrows the session.
@@ -799,5 +856,47 @@ mod tests {
         s.trigger();
         c.triggered().await;
         assert!(c.is_triggered());
+    }
+
+    /// `first_of` polls the reader only after something it waits on woke it: ten wake-ups
+    /// of the writer cost the reader no poll; its own wake-up does, and ends it.
+    #[tokio::test]
+    async fn first_of_polls_the_reader_only_when_it_was_woken() {
+        use std::sync::atomic::AtomicUsize;
+        let reader_polls = AtomicUsize::new(0);
+        let reader_go = Notify::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let reader = async {
+            let mut waiting = std::pin::pin!(reader_go.notified());
+            std::future::poll_fn(|cx| {
+                reader_polls.fetch_add(1, Ordering::Relaxed);
+                waiting.as_mut().poll(cx)
+            })
+            .await;
+            "reader done"
+        };
+        let writer = async {
+            let mut got = 0;
+            while let Some(n) = rx.recv().await {
+                got += n;
+            }
+            got
+        };
+        let driver = async {
+            for _ in 0..10 {
+                tx.send(1).unwrap();
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                reader_polls.load(Ordering::Relaxed),
+                1,
+                "only the first poll reached the reader"
+            );
+            reader_go.notify_one();
+        };
+        let (reader, writer) = (std::pin::pin!(reader), std::pin::pin!(writer));
+        let (first, ()) = tokio::join!(first_of(reader, writer), driver);
+        assert!(matches!(first, Half::Reader("reader done")));
+        assert_eq!(reader_polls.load(Ordering::Relaxed), 2);
     }
 }
