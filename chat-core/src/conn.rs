@@ -399,33 +399,96 @@ fn encode(c: Codec) -> u8 {
 /// on the first poll, and a `Timeout` costs a clock read plus a clone and a drop of the
 /// runtime's handle — an atomic count shared by every connection and bounced between the
 /// worker threads. At saturation `Timeout::poll` was 1.1 % of chat-server's CPU, and is gone.
-async fn timeout_if_pending<F: Future>(
-    limit: Duration,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    match poll_once(fut.as_mut()).await {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout(limit, fut).await,
+/// A future of its own rather than an `async fn`: the `async fn` version kept two copies of
+/// the wrapped future in its state, and the write future is the largest thing in a
+/// connection's task (its task grew by about 400 bytes, idle or not).
+fn timeout_if_pending<F: Future>(limit: Duration, fut: F) -> LazyDeadline<F> {
+    LazyDeadline {
+        fut,
+        limit: Limit::After(limit),
+        timer: None,
     }
 }
 
 /// [`timeout_if_pending`] with a deadline instead of a duration; `None` waits for ever.
-async fn deadline_if_pending<F: Future>(
+fn deadline_if_pending<F: Future>(
     deadline: Option<tokio::time::Instant>,
     fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    match (poll_once(fut.as_mut()).await, deadline) {
-        (Poll::Ready(out), _) => Ok(out),
-        (Poll::Pending, Some(deadline)) => tokio::time::timeout_at(deadline, fut).await,
-        (Poll::Pending, None) => Ok(fut.await),
+) -> LazyDeadline<F> {
+    LazyDeadline {
+        fut,
+        limit: Limit::At(deadline),
+        timer: None,
     }
 }
 
-/// Polls `fut` once, in the caller's task, and says what it returned.
-async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+/// When the reader, having last heard from the peer at `heard` and probed it `probes_sent`
+/// times since, next asks for a probe (`None`: not before the idle deadline) and when it gives
+/// the peer up (`None`: never, the deadline being out of the clock's range). A zero probe
+/// interval means no probes.
+fn keepalive_deadlines(
+    heard: tokio::time::Instant,
+    probes_sent: u32,
+    config: &PumpConfig,
+) -> (Option<tokio::time::Instant>, Option<tokio::time::Instant>) {
+    let idle_at = heard.checked_add(config.idle_timeout);
+    let probe_at = (!config.probe_interval.is_zero())
+        .then(|| config.probe_interval.checked_mul(probes_sent + 1))
+        .flatten()
+        .and_then(|d| heard.checked_add(d))
+        .filter(|&p| idle_at.is_none_or(|i| p < i));
+    (probe_at, idle_at)
+}
+
+/// When a [`LazyDeadline`] gives up.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// This long after the first poll that found the future not ready.
+    After(Duration),
+    /// At this instant; `None`: never.
+    At(Option<tokio::time::Instant>),
+}
+
+/// The deadline of a [`LazyDeadline`] passed first.
+#[derive(Debug)]
+struct Elapsed;
+
+pin_project_lite::pin_project! {
+    /// See [`timeout_if_pending`].
+    struct LazyDeadline<F> {
+        #[pin]
+        fut: F,
+        limit: Limit,
+        // Made on the first poll that finds `fut` not ready.
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<F: Future> Future for LazyDeadline<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if this.timer.is_none() {
+            let at = match *this.limit {
+                Limit::After(d) => tokio::time::Instant::now().checked_add(d),
+                Limit::At(at) => at,
+            };
+            match at {
+                Some(at) => this.timer.set(Some(tokio::time::sleep_until(at))),
+                // Out of the clock's range, or no deadline: never.
+                None => return Poll::Pending,
+            }
+        }
+        match this.timer.as_pin_mut() {
+            Some(timer) => timer.poll(cx).map(|()| Err(Elapsed)),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// Which half of a connection ended first, with its result.
@@ -538,13 +601,10 @@ where
             let mut heard = tokio::time::Instant::now();
             let mut probes_sent = 0u32;
             loop {
-                // `None`: never (a zero probe interval, or a deadline past the clock's range).
-                let idle_at = heard.checked_add(config.idle_timeout);
-                let probe_at = (!config.probe_interval.is_zero())
-                    .then(|| config.probe_interval.checked_mul(probes_sent + 1))
-                    .flatten()
-                    .and_then(|d| heard.checked_add(d))
-                    .filter(|&p| idle_at.is_none_or(|i| p < i));
+                // Only `heard` and `probes_sent` live across the wait (the deadlines are
+                // worked out again if it times out): what lives across an `.await` is part
+                // of every idle connection's task.
+                let (probe_at, idle_at) = keepalive_deadlines(heard, probes_sent, config);
                 let next = tokio::select! {
                     biased;
                     reason = session_ref.closed() => return PumpEnd::Closed(reason),
@@ -556,12 +616,14 @@ where
                     next = deadline_if_pending(probe_at.or(idle_at), reader.read()) => next,
                 };
                 let next = match next {
-                    Err(_elapsed) if probe_at.is_some() => {
+                    Err(Elapsed) => {
+                        if keepalive_deadlines(heard, probes_sent, config).0.is_none() {
+                            return PumpEnd::IdleTimeout;
+                        }
                         probes_sent += 1;
                         session_ref.request_probe();
                         continue;
                     }
-                    Err(_elapsed) => return PumpEnd::IdleTimeout,
                     Ok(next) => next,
                 };
                 heard = tokio::time::Instant::now();
