@@ -93,7 +93,7 @@ impl CloseSignal {
     pub(crate) fn close(&self, reason: CloseReason) {
         if self.reason.set(reason).is_ok() {
             self.notify.notify_waiters();
-            self.queue.wake();
+            self.queue.closing(reason);
         }
     }
 

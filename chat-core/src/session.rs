@@ -54,13 +54,13 @@ impl Outbox {
     /// The next frame to write, or the order to close. Close takes priority: a slow consumer
     /// is cut off without first writing its backlog.
     pub async fn recv(&mut self) -> Outbound {
-        self.queue.recv(&self.shared.close).await
+        self.queue.recv().await
     }
 
     /// [`Outbox::recv`], or a keepalive probe the pump's reader asked for
     /// ([`Session::request_probe`]).
     pub(crate) async fn recv_or_probe(&mut self) -> crate::queue::Pumped {
-        self.queue.recv_or_probe(&self.shared.close).await
+        self.queue.recv_or_probe().await
     }
 
     /// A queued frame, if any, without waiting. Transports use it to batch several frames
