@@ -514,12 +514,19 @@ async fn first_of<R: Future, W: Future>(
     let woken = Arc::new(ReaderWake {
         // The first poll polls both.
         woken: AtomicBool::new(true),
-        task: futures_util::task::AtomicWaker::new(),
+        task: Mutex::new(None),
     });
     let reader_waker = Waker::from(woken.clone());
+    // The task's waker as last handed to `woken`: a task's waker does not change from one
+    // poll to the next, so this costs a pointer comparison per poll, not an atomic.
+    let mut task: Option<Waker> = None;
     std::future::poll_fn(move |cx| {
-        // Registered before the flag is looked at: a wake-up in between is seen either way.
-        woken.task.register(cx.waker());
+        // Handed over before the flag is looked at: a wake-up in between is seen either way.
+        if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            let waker = cx.waker().clone();
+            *lock(&woken.task) = Some(waker.clone());
+            task = Some(waker);
+        }
         if woken.woken.swap(false, Ordering::AcqRel) {
             let mut rcx = Context::from_waker(&reader_waker);
             if let Poll::Ready(end) = reader.as_mut().poll(&mut rcx) {
@@ -534,7 +541,10 @@ async fn first_of<R: Future, W: Future>(
 /// The reader half's waker in [`first_of`]: marks the reader woken, then wakes the task.
 struct ReaderWake {
     woken: AtomicBool,
-    task: futures_util::task::AtomicWaker,
+    /// The task to wake. Under a mutex, not an `AtomicWaker`: it is written only when the
+    /// task's waker changes and read only when the reader is woken, both rare, while an
+    /// `AtomicWaker` would be re-registered (two atomic exchanges) on every poll.
+    task: Mutex<Option<Waker>>,
 }
 
 impl Wake for ReaderWake {
@@ -544,7 +554,9 @@ impl Wake for ReaderWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        if let Some(task) = lock(&self.task).as_ref() {
+            task.wake_by_ref();
+        }
     }
 }
 
