@@ -64,9 +64,11 @@ pub struct TcpConfig {
     /// the proxy's address — raise this or enforce the cap at the proxy.
     pub max_connections_per_ip: usize,
 
-    /// Binary mode: how often the server sends a keepalive frame (an unsolicited `pong`, with
-    /// no id) to each connection. Default 25 s (the WebSocket ping interval): it keeps NAT and
-    /// proxy mappings alive and lets a client that only listens notice a dead connection.
+    /// Binary mode: after how long a silence of the client the server sends it a keepalive
+    /// frame (an unsolicited `pong`, with no id), and again after each further interval of
+    /// silence. Default 25 s (the WebSocket ping interval): it keeps NAT and proxy mappings
+    /// alive and lets a client that only listens notice a dead connection. A client that
+    /// pings more often than this gets its own pongs instead.
     pub keepalive_interval: Duration,
     /// Binary mode: a connection from which nothing at all arrives for this long is closed
     /// (`idle_timeout`). Default 60 s. TCP has no ping the server could send and expect an
@@ -191,11 +193,11 @@ impl TcpConfig {
         }
     }
 
-    /// The session pump's deadlines for a line-mode connection. Its probe writes nothing (a
-    /// terminal cannot answer one), so its interval only has to be valid.
+    /// The session pump's deadlines for a line-mode connection: no keepalive probes (a
+    /// terminal cannot answer one), only the idle deadline.
     pub(crate) fn line_pump(&self) -> PumpConfig {
         PumpConfig {
-            probe_interval: self.line_idle_timeout,
+            probe_interval: Duration::ZERO,
             idle_timeout: self.line_idle_timeout,
             write_timeout: self.write_timeout,
             max_batch: self.max_batch_frames,

@@ -69,8 +69,10 @@ pub struct WsConfig {
     /// `Limits` — or such a reply would fail the connection.
     pub max_write_buffer_bytes: usize,
 
-    /// How often the server pings each connection. Default 25 s (Socket.IO's choice): short
-    /// enough to keep NAT and proxy mappings alive, rare enough to cost nothing.
+    /// After how long a silence of the peer the server pings it (and again after each
+    /// further interval of silence; anything the peer sends resets it). Default 25 s
+    /// (Socket.IO's choice): short enough to keep NAT and proxy mappings alive, rare enough
+    /// to cost nothing.
     pub ping_interval: Duration,
     /// How long after a ping a peer may stay silent before it is considered dead and closed
     /// (1001, `idle_timeout`). Default 20 s. Any frame from the peer counts as a sign of life.
