@@ -56,9 +56,9 @@ struct Inner {
     /// ([`Queue::request_probe`]).
     probe: bool,
     /// The session is closing, and why ([`Queue::closing`]): a copy of the session's
-    /// [`crate::hub::CloseSignal`], kept here because the writer looks at it on every wake-up and the
-    /// queue's line is in its cache then, the signal's is not (its check was 2.5 % of
-    /// chat-server in the fan-out profile).
+    /// [`crate::hub::CloseSignal`], kept here because the writer looks at it on every
+    /// wake-up, when the queue's line is in its cache and the signal's is not (that check was
+    /// 2.5 % of chat-server in the fan-out profile).
     closing: Option<CloseReason>,
 }
 
@@ -118,8 +118,8 @@ impl Queue {
 
     /// The next frame, waiting for one — unless the session is closing: the close is looked
     /// at before the frames, so it takes priority over them (a slow consumer is cut off
-    /// without first writing its backlog). [`crate::hub::CloseSignal::close`] tells this queue and wakes
-    /// it, so one wait covers both frames and the close.
+    /// without first writing its backlog). [`crate::hub::CloseSignal::close`] tells this
+    /// queue and wakes it, so one wait covers both frames and the close.
     pub(crate) async fn recv(&self) -> Outbound {
         loop {
             // Without `probes`, `wait` leaves probe requests alone and never returns one.
