@@ -32,24 +32,52 @@ pub(crate) enum PushError {
     Closed,
 }
 
-/// `repr(C, align(64))`: the fields every push and pop touch (the mutex, the deque's header,
-/// the capacity) share one cache line; the waker, touched only to wake a parked writer,
-/// sits after them. With thousands of queues per fan-out, one line per queue instead of two
-/// is most of the difference to a shared ring buffer (see `fanout` in docs/BENCHMARKS.md).
+/// How many frames a queue holds inline, in the cache line of its mutex. A fan-out push
+/// then touches one line of the queue instead of two (the mutex's, and a heap buffer's), and
+/// the writer's pop the same one; more than this many queued frames go to a heap-allocated
+/// spill (see [`Inner`]). Four is what fits in the line next to the mutex and the flags.
+const INLINE: usize = 4;
+
+/// `repr(C, align(64))`: everything a push and a pop touch (the mutex, the flags, the
+/// capacity, up to [`INLINE`] frames) shares one cache line; the waker, touched only to wake
+/// a parked writer, sits on the next. With thousands of queues per fan-out, each line a push
+/// touches is a cache miss (see `fanout` in docs/BENCHMARKS.md).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Queue {
     inner: Mutex<Inner>,
-    capacity: usize,
     /// The parked writer. It registers under the mutex and then sets `Inner::waiting`, and
     /// pushes (and the close, and probe requests) wake it only when `waiting` is set, checked
     /// under the same mutex: nothing is missed, and a busy queue costs no wake-ups.
     waker: AtomicWaker,
 }
 
+// The point of the layout: if a field is added to `Inner`, this says so at compile time
+// rather than in a benchmark.
+const _: () = assert!(std::mem::size_of::<Mutex<Inner>>() <= 64);
+
+/// A bounded FIFO in two parts: a ring of [`INLINE`] slots inside the struct, and a spill on
+/// the heap for what does not fit. **Every frame in the ring is older than every frame in the
+/// spill**: a push goes to the ring only while the spill is empty, and a pop takes from the
+/// ring first. So the common case (a writer that keeps up, a handful of frames queued) never
+/// leaves the ring, and a backlog costs what a `VecDeque` costs.
 #[derive(Debug)]
 struct Inner {
-    frames: VecDeque<Arc<Outgoing>>,
+    ring: [Option<Arc<Outgoing>>; INLINE],
+    /// Frames queued behind a full ring. Boxed, so that an idle queue stays one line; `None`
+    /// until the first backlog, and dropped again after a large one. (A `VecDeque`'s own
+    /// 32-byte header in place would leave no room for the ring in the line.)
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<VecDeque<Arc<Outgoing>>>>,
+    /// At most this many frames, ring and spill together (the session queue limit, clamped
+    /// to `u32`).
+    capacity: u32,
+    /// The ring's oldest slot, and how many slots are full.
+    head: u8,
+    len: u8,
+    /// The spill holds at least one frame; kept here so that the push and the pop can tell
+    /// without touching the spill's lines.
+    spilling: bool,
     closed: bool,
     /// The writer found the queue empty and is (about to be) parked on `waker`.
     waiting: bool,
@@ -73,9 +101,68 @@ pub(crate) enum Pumped {
 }
 
 impl Inner {
+    /// Frames queued, ring and spill.
+    fn len(&self) -> usize {
+        let spilled = match &self.spill {
+            Some(spill) if self.spilling => spill.len(),
+            _ => 0,
+        };
+        usize::from(self.len) + spilled
+    }
+
+    /// Queues a frame behind the others, if there is room.
+    fn push_back(&mut self, frame: Arc<Outgoing>) -> Result<(), PushError> {
+        if !self.spilling && usize::from(self.len) < INLINE {
+            if u32::from(self.len) >= self.capacity {
+                return Err(PushError::Full);
+            }
+            let slot = (usize::from(self.head) + usize::from(self.len)) % INLINE;
+            self.ring[slot] = Some(frame);
+            self.len += 1;
+            return Ok(());
+        }
+        if self.len() >= self.capacity as usize {
+            return Err(PushError::Full);
+        }
+        self.spill.get_or_insert_default().push_back(frame);
+        self.spilling = true;
+        Ok(())
+    }
+
+    /// The oldest frame.
+    fn pop_front(&mut self) -> Option<Arc<Outgoing>> {
+        if self.len > 0 {
+            let frame = self.ring[usize::from(self.head)].take();
+            self.head = ((usize::from(self.head) + 1) % INLINE) as u8;
+            self.len -= 1;
+            return frame;
+        }
+        if !self.spilling {
+            return None;
+        }
+        let spill = self.spill.as_mut()?;
+        let frame = spill.pop_front();
+        if spill.is_empty() {
+            self.spilling = false;
+            if spill.capacity() > 64 {
+                // After a burst, give the memory back: idle sessions should stay small.
+                self.spill = None;
+            }
+        }
+        frame
+    }
+
+    /// Drops every queued frame.
+    fn clear(&mut self) {
+        self.ring = Default::default();
+        self.len = 0;
+        self.spill = None;
+        self.spilling = false;
+    }
+
     /// The next frame, or the end of a closed queue.
     fn next(&mut self) -> Option<Outbound> {
-        match self.frames.pop_front() {
+        match self.pop_front() {
             Some(f) => Some(Outbound::Frame(f)),
             None if self.closed => Some(Outbound::Close(CloseReason::Shutdown)),
             None => None,
@@ -87,14 +174,18 @@ impl Queue {
     pub(crate) fn new(capacity: usize) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner {
-                // No allocation until the first frame: an idle session costs only this struct.
-                frames: VecDeque::new(),
+                // No allocation until a backlog: an idle session costs only this struct.
+                ring: Default::default(),
+                spill: None,
+                capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
+                head: 0,
+                len: 0,
+                spilling: false,
                 closed: false,
                 waiting: false,
                 probe: false,
                 closing: None,
             }),
-            capacity: capacity.max(1),
             waker: AtomicWaker::new(),
         })
     }
@@ -105,10 +196,7 @@ impl Queue {
             if g.closed {
                 return Err(PushError::Closed);
             }
-            if g.frames.len() >= self.capacity {
-                return Err(PushError::Full);
-            }
-            g.frames.push_back(frame);
+            g.push_back(frame)?;
             std::mem::take(&mut g.waiting)
         };
         if wake {
@@ -181,23 +269,23 @@ impl Queue {
     }
 
     pub(crate) fn try_recv(&self) -> Option<Arc<Outgoing>> {
-        crate::hub::lock(&self.inner).frames.pop_front()
+        crate::hub::lock(&self.inner).pop_front()
     }
 
     /// Moves up to `max` queued frames into `out` under one lock; returns how many.
     pub(crate) fn drain_into(&self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
         let mut g = crate::hub::lock(&self.inner);
-        let n = g.frames.len().min(max);
-        out.extend(g.frames.drain(..n));
-        if g.frames.is_empty() && g.frames.capacity() > 64 {
-            // After a burst, give the memory back: idle sessions should stay small.
-            g.frames = VecDeque::new();
+        let mut n = 0;
+        while n < max {
+            let Some(frame) = g.pop_front() else { break };
+            out.push(frame);
+            n += 1;
         }
         n
     }
 
     pub(crate) fn len(&self) -> usize {
-        crate::hub::lock(&self.inner).frames.len()
+        crate::hub::lock(&self.inner).len()
     }
 
     /// Refuses further pushes and drops what is queued. Wakes a waiting writer.
@@ -205,7 +293,7 @@ impl Queue {
         {
             let mut g = crate::hub::lock(&self.inner);
             g.closed = true;
-            g.frames.clear();
+            g.clear();
         }
         self.waker.wake();
     }
@@ -231,6 +319,40 @@ mod tests {
         assert!(q.try_recv().is_none());
         q.close();
         assert_eq!(q.push(f), Err(PushError::Closed));
+    }
+
+    /// A backlog past the inline ring keeps its order through ring and spill (also when
+    /// pushes land while the ring drains), and a large spill is freed once empty.
+    #[test]
+    fn a_backlog_spills_in_order_and_is_given_back() {
+        let q = Queue::new(200);
+        let made: Vec<_> = (0..150).map(|_| Outgoing::event(ServerFrame::Pong)).collect();
+        let index = |f: &Arc<Outgoing>| made.iter().position(|m| Arc::ptr_eq(m, f)).unwrap();
+        for f in &made[..100] {
+            q.push(f.clone()).unwrap();
+        }
+        assert!(crate::hub::lock(&q.inner).spilling);
+        let mut got = Vec::new();
+        // Two pops free ring slots while the spill is not empty: new pushes must queue
+        // behind the spill, not jump into the ring.
+        got.push(index(&q.try_recv().unwrap()));
+        got.push(index(&q.try_recv().unwrap()));
+        for f in &made[100..150] {
+            q.push(f.clone()).unwrap();
+        }
+        assert_eq!(q.len(), 148);
+        let mut out = Vec::new();
+        while q.drain_into(&mut out, 7) > 0 {}
+        got.extend(out.iter().map(index));
+        assert_eq!(got, (0..150).collect::<Vec<_>>());
+        let g = crate::hub::lock(&q.inner);
+        assert!(!g.spilling);
+        assert!(g.spill.is_none(), "a spill of over 64 frames is freed once empty");
+        drop(g);
+        // And the ring is used again.
+        q.push(made[0].clone()).unwrap();
+        assert!(!crate::hub::lock(&q.inner).spilling);
+        assert_eq!(q.len(), 1);
     }
 
     #[tokio::test]
@@ -269,10 +391,12 @@ mod tests {
 
     proptest::proptest! {
         /// Pushes up to the capacity, pops, batched drains and a close behave as one
-        /// bounded FIFO: compared with a `VecDeque` model after every operation.
+        /// bounded FIFO: compared with a `VecDeque` model after every operation. Capacities
+        /// below, at and above the inline ring's, and large enough for a spill that is given
+        /// back after a backlog.
         #[test]
         fn behaves_as_a_bounded_fifo(
-            capacity in 1usize..12,
+            capacity in prop_oneof![1usize..12, 60usize..120],
             ops in proptest::collection::vec(
                 prop_oneof![
                     4 => Just(Op::Push),
@@ -280,7 +404,7 @@ mod tests {
                     1 => (0usize..8).prop_map(Op::Drain),
                     1 => Just(Op::Close),
                 ],
-                0..200,
+                0..400,
             ),
         ) {
             let q = Queue::new(capacity);
