@@ -21,6 +21,7 @@ use crate::error::{ClientError, CloseReason, is_auth_code};
 use crate::event::Event;
 use chat_core::protocol::{ClientFrame, Entry, Request, Response, ServerFrame};
 use chat_core::{ErrorCode, RoomId, Seq, SessionId};
+use futures_util::FutureExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
@@ -35,6 +36,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 const MAX_BACKLOG: usize = 256;
 /// How often a room's resubscription is re-sent after `rate_limited` before it is given up.
 const MAX_RESUME_ATTEMPTS: u32 = 5;
+/// Most incoming frames handled in one go, without waiting, once one has arrived.
+const MAX_BURST: usize = 32;
 
 pub(crate) type Reply = oneshot::Sender<Result<ServerFrame, ClientError>>;
 
@@ -411,8 +414,24 @@ impl Driver {
             // the keepalive still get their turn.
             tokio::select! {
                 incoming = conn.recv() => {
+                    self.last_inbound = Instant::now();
                     if let Some(outcome) = self.on_incoming(incoming) {
                         return outcome;
+                    }
+                    // One socket read usually brings several frames. Handle those already
+                    // here before going back to the `select!`, whose every round polls the
+                    // close, the commands and the keepalive timer. Bounded, so that replies
+                    // still free `max_in_flight` slots for the next writes soon.
+                    for _ in 1..MAX_BURST {
+                        // `now_or_never` polls once; a read that would wait is dropped,
+                        // which `Conn::recv` allows, and the `select!` polls it again with
+                        // the task's own waker.
+                        let Some(incoming) = conn.recv().now_or_never() else {
+                            break;
+                        };
+                        if let Some(outcome) = self.on_incoming(incoming) {
+                            return outcome;
+                        }
                     }
                 }
                 () = self.shared.close.notified() => return Outcome::Closed,
@@ -564,8 +583,8 @@ impl Driver {
     }
 
     /// Handles one read; `Some` when the connected period is over.
+    /// Handles one incoming frame (the caller has updated `last_inbound`).
     fn on_incoming(&mut self, incoming: Incoming) -> Option<Outcome> {
-        self.last_inbound = Instant::now();
         match incoming {
             Incoming::Nothing => None,
             Incoming::Ended(ended) => {

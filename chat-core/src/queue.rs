@@ -326,7 +326,9 @@ mod tests {
     #[test]
     fn a_backlog_spills_in_order_and_is_given_back() {
         let q = Queue::new(200);
-        let made: Vec<_> = (0..150).map(|_| Outgoing::event(ServerFrame::Pong)).collect();
+        let made: Vec<_> = (0..150)
+            .map(|_| Outgoing::event(ServerFrame::Pong))
+            .collect();
         let index = |f: &Arc<Outgoing>| made.iter().position(|m| Arc::ptr_eq(m, f)).unwrap();
         for f in &made[..100] {
             q.push(f.clone()).unwrap();
@@ -347,7 +349,10 @@ mod tests {
         assert_eq!(got, (0..150).collect::<Vec<_>>());
         let g = crate::hub::lock(&q.inner);
         assert!(!g.spilling);
-        assert!(g.spill.is_none(), "a spill of over 64 frames is freed once empty");
+        assert!(
+            g.spill.is_none(),
+            "a spill of over 64 frames is freed once empty"
+        );
         drop(g);
         // And the ring is used again.
         q.push(made[0].clone()).unwrap();

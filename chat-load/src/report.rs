@@ -121,10 +121,14 @@ impl ServerReport {
             rss_after_kib: after.map(|a| a.rss_kib),
             rss_per_connection_bytes: grown / connections.max(1) as f64,
             cpu_secs,
-            cpu_secs_per_million_deliveries: (deliveries > 0)
-                .then(|| cpu_secs / (deliveries as f64 / 1e6)),
+            cpu_secs_per_million_deliveries: per_million(cpu_secs, deliveries),
         }
     }
+}
+
+/// CPU seconds per million deliveries, if there were any.
+fn per_million(cpu_secs: f64, deliveries: u64) -> Option<f64> {
+    (deliveries > 0).then(|| cpu_secs / (deliveries as f64 / 1e6))
 }
 
 /// The load tool's own figures: it shares the machine with the server.
@@ -132,8 +136,22 @@ impl ServerReport {
 pub struct ToolReport {
     /// User + system CPU seconds during the traffic (or hold).
     pub cpu_secs: f64,
+    /// CPU seconds per million deliveries received: the client side's cost of a delivery,
+    /// to set against the server's (both share the machine).
+    pub cpu_secs_per_million_deliveries: Option<f64>,
     /// VmRSS at the end of the traffic, KiB.
     pub rss_kib: u64,
+}
+
+impl ToolReport {
+    /// The tool's figures from its CPU time, its RSS and the deliveries it received.
+    pub fn new(cpu_secs: f64, rss_kib: u64, deliveries: u64) -> ToolReport {
+        ToolReport {
+            cpu_secs,
+            cpu_secs_per_million_deliveries: per_million(cpu_secs, deliveries),
+            rss_kib,
+        }
+    }
 }
 
 impl Report {
@@ -272,7 +290,14 @@ impl fmt::Display for Report {
             row(
                 &mut t,
                 "load tool CPU / RSS",
-                format!("{:.2} s / {} KiB", tool.cpu_secs, tool.rss_kib),
+                format!(
+                    "{:.2} s{} / {} KiB",
+                    tool.cpu_secs,
+                    tool.cpu_secs_per_million_deliveries
+                        .map(|c| format!(" ({c:.2} s per million deliveries)"))
+                        .unwrap_or_default(),
+                    tool.rss_kib
+                ),
             );
         }
         f.write_str(&t)
@@ -300,5 +325,11 @@ mod tests {
         let none = ServerReport::new(s(5, 0.0), s(4, 0.0), s(4, 0.0), None, 0.0, 0, 0);
         assert_eq!(none.rss_per_connection_bytes, 0.0);
         assert_eq!(none.cpu_secs_per_million_deliveries, None);
+        let tool = ToolReport::new(4.0, 1, 8_000_000);
+        assert_eq!(tool.cpu_secs_per_million_deliveries, Some(0.5));
+        assert_eq!(
+            ToolReport::new(4.0, 1, 0).cpu_secs_per_million_deliveries,
+            None
+        );
     }
 }

@@ -44,12 +44,23 @@ pub fn make_body(tag: &str, sender: usize, n: u64, sent_ns: u64, size: usize) ->
 }
 
 /// The send time carried by a body of this run (`None` for anything else).
+///
+/// Runs for every delivery, so it walks the header's bytes once instead of splitting the
+/// body on spaces: `str::split`'s searcher was 5 % of the tool's CPU at saturation.
 pub fn parse_sent_ns(body: &str, tag: &str) -> Option<u64> {
-    let mut f = body.split(' ');
-    if f.next()? != tag {
+    // `{tag} {sender} {n} {sent_ns} …`: the tag must be the whole first field.
+    let mut fields = body.strip_prefix(tag)?.as_bytes().split(|&b| b == b' ');
+    if !fields.next()?.is_empty() {
         return None;
     }
-    f.nth(2)?.parse().ok()
+    let digits = fields.nth(2)?;
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = d.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// Counters shared by every task of a run.
@@ -379,10 +390,9 @@ pub async fn run(args: &Args) -> Result<Report, LoadError> {
             total_conns,
         )
     });
-    let tool = tool_start.zip(tool_end).map(|(s, e)| ToolReport {
-        cpu_secs: e.cpu_secs - s.cpu_secs,
-        rss_kib: e.rss_kib,
-    });
+    let tool = tool_start
+        .zip(tool_end)
+        .map(|(s, e)| ToolReport::new(e.cpu_secs - s.cpu_secs, e.rss_kib, loss.received));
     let first_error = counters.first_error.lock().expect("not poisoned").clone();
     Ok(Report {
         wire: args.wire,
@@ -695,6 +705,16 @@ mod tests {
         assert_eq!(parse_sent_ns(&b, "ldabc123:"), Some(123_456_789));
         assert_eq!(parse_sent_ns(&b, "ldother:"), None);
         assert_eq!(parse_sent_ns("hello world", "ldabc123:"), None);
+        // The tag is a whole field, and the time a whole number.
+        assert_eq!(parse_sent_ns("ldabc123:x 7 42 5 xx", "ldabc123:"), None);
+        assert_eq!(parse_sent_ns("t: 7 42 5x xx", "t:"), None);
+        assert_eq!(parse_sent_ns("t: 7 42  xx", "t:"), None);
+        assert_eq!(parse_sent_ns("t: 7 42", "t:"), None);
+        assert_eq!(parse_sent_ns("t: 7 42 18446744073709551616", "t:"), None);
+        assert_eq!(
+            parse_sent_ns("t: 7 42 18446744073709551615", "t:"),
+            Some(u64::MAX)
+        );
         // Smaller than the header: the header alone.
         let small = make_body("t:", 0, 0, 5, 1);
         assert_eq!(parse_sent_ns(&small, "t:"), Some(5));
