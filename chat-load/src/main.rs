@@ -5,6 +5,12 @@ use chat_load::Args;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// The tool's own allocations (three strings for every decoded message, the event channel's
+/// blocks) must not weigh on the figures: with glibc's allocator `malloc`/`free` were 17 % of
+/// the tool's CPU at saturation, with mimalloc about 6 %.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // Both cores: the receivers' event handling is the tool's heaviest work, and the
