@@ -43,7 +43,8 @@ pub enum Accounts {
         --rooms and is not subscribed). One account holds many sessions, so thousands of \
         connections need only a few dozen password hashes.\n\n\
         Traffic: with --rate R the senders together send R messages per second on a fixed \
-        schedule (open loop); with --rate 0 each sender sends as fast as the server \
+        schedule (open loop), their sends interleaved evenly (sender j starts j/R seconds \
+        after the first); with --rate 0 each sender sends as fast as the server \
         acknowledges, with at most --in-flight unacknowledged sends. Each body carries its \
         send time, so the receiving side measures latency. After --duration the senders \
         stop, and the tool waits at most --drain for the last deliveries. With --idle it \

@@ -24,7 +24,8 @@
 //!    as real clients speak it — over WebSocket (JSON or postcard) or TCP. Each
 //!    connection's connect time goes into a histogram.
 //! 3. **Traffic**: the senders send `--rate` messages per second in total on a fixed schedule
-//!    ([`Pacer`]; open loop, so a slow server is not offered less), or as fast as the server
+//!    ([`Pacer`]; open loop, so a slow server is not offered less; the senders' schedules
+//!    interleaved, [`Pacer::phase`], so that the total is evenly spaced), or as fast as the server
 //!    acknowledges with at most `--in-flight` unacknowledged per sender. Each body carries
 //!    its send time ([`make_body`]); receivers record send → receive latency in HDR
 //!    histograms ([`Latency`]). Then the senders stop and the tool waits at most `--drain`

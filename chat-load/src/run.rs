@@ -283,7 +283,11 @@ pub async fn run(args: &Args) -> Result<Report, LoadError> {
                 tag: tag.clone(),
                 size: args.size,
                 rate: per_sender_rate,
-                start: traffic_start,
+                // Paced senders are spread over the interval rather than sending together.
+                start: match per_sender_rate {
+                    Some(_) => traffic_start + Pacer::phase(j, args.rate),
+                    None => traffic_start,
+                },
                 deadline,
                 in_flight: args.in_flight,
                 request_timeout,
