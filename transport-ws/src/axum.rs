@@ -6,7 +6,13 @@
 //! let app = axum::Router::new()
 //!     // ... the application's own routes ...
 //!     .merge(transport_ws::axum::router(server, "/ws"));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! use axum::serve::ListenerExt;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+//!     .await?
+//!     // Frames are small writes that must go at once; `axum::serve` leaves Nagle on.
+//!     .tap_io(|tcp| {
+//!         let _ = tcp.set_nodelay(true);
+//!     });
 //! axum::serve(listener, app).await
 //! # }
 //! ```
@@ -14,9 +20,10 @@
 //! With an application state of its own, route [`handler`] directly and implement
 //! `FromRef<AppState> for WsServer`.
 //!
-//! What differs from the standalone server: the HTTP request is read and limited by hyper
-//! (header size, timeouts are the application's server settings), and connections are not
-//! counted against [`crate::WsConfig::max_connections`] — count them in the application (e.g.
+//! What differs from the standalone server: the socket is the application's, so it must set
+//! `TCP_NODELAY` itself as above (the standalone server does); the HTTP request is read and
+//! limited by hyper (header size, timeouts are the application's server settings), and
+//! connections are not counted against [`crate::WsConfig::max_connections`] — count them in the application (e.g.
 //! with [`WsServer::limiter`]) if it needs caps. Everything after the upgrade — limits, codecs,
 //! pings, slow consumers, close codes, [`WsServer::shutdown`] — is the same.
 

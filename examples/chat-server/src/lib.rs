@@ -63,6 +63,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use chat_core::conn::ShutdownSignal;
 use chat_core::{Engine, Limits, Store};
 use security::AuthLimiter;
@@ -295,6 +296,17 @@ async fn serve(
         let stop = stop.clone();
         async move { stop.triggered().await }
     };
+    // `axum::serve` leaves Nagle's algorithm on. A WebSocket frame is a small write that must
+    // go now: with Nagle, a frame written while the previous one is unacknowledged waits for
+    // that ACK, which the client's delayed ACK may hold back up to 40 ms. The standalone
+    // transports set it themselves; this is the HTTP listener's. (Measured: connect time p50
+    // 11 → 9 ms in the many-rooms load scenario; its delivery latency is within noise, as
+    // a connection there rarely has two frames in flight.)
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
