@@ -623,17 +623,20 @@ fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         Some(_) => return Err(Error::BadFrame("\"type\" must be a string".into())),
         None => return Err(Error::BadFrame("missing \"type\"".into())),
     };
-    let frame = if map.is_empty() {
+    // Only a frame without fields is retried below, so the fields can be moved, not cloned
+    // (the clone was a tenth of a JSON client's CPU per received message).
+    let no_fields = map.is_empty();
+    let frame = if no_fields {
         // Unit variants (`ping`) are a bare string; a struct variant with only optional
         // fields also accepts an empty object, so try the string form first.
         Value::String(tag.clone())
-    } else if let Some(v) = map.remove("value").filter(|_| map.is_empty()) {
+    } else if map.len() == 1 && map.contains_key("value") {
         let mut m = Map::new();
-        m.insert(tag.clone(), v);
+        m.insert(tag.clone(), map.remove("value").unwrap_or(Value::Null));
         Value::Object(m)
     } else {
         let mut m = Map::new();
-        m.insert(tag.clone(), Value::Object(map.clone()));
+        m.insert(tag.clone(), Value::Object(map));
         Value::Object(m)
     };
     let mut envelope = Map::new();
@@ -641,7 +644,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     envelope.insert("frame".into(), frame);
     match serde_json::from_value(Value::Object(envelope)) {
         Ok(v) => Ok(v),
-        Err(first) if map.is_empty() => {
+        Err(first) if no_fields => {
             // `{"type":"rooms"}` is a unit variant, but `{"type":"subscribe"}` with all
             // fields defaulted is a struct variant: retry as an empty struct.
             let mut m = Map::new();
