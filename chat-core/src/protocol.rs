@@ -866,6 +866,50 @@ mod tests {
             .decode_request(br#"{"type":"nope"}"#)
             .unwrap_err();
         assert!(err.to_string().contains("unknown frame type"), "{err}");
+        // Each refusal says what is wrong.
+        let says = |case: &[u8], what: &str| {
+            let err = Codec::Json.decode_request(case).unwrap_err();
+            assert!(err.to_string().contains(what), "{err} (wanted {what:?})");
+        };
+        says(b"[1,2]", "a frame must be a JSON object");
+        says(b"{}", "missing \"type\"");
+        says(br#"{"type":5}"#, "\"type\" must be a string");
+        says(
+            br#"{"type":"ping","id":-1}"#,
+            "\"id\" must be a non-negative integer",
+        );
+        says(br#"{"type":"send","room":1}"#, "missing field `body`");
+        says(br#"{"type":"send","room":1,"body":"y""#, "EOF");
+    }
+
+    /// What the JSON reader accepts beyond the canonical form: members in any order, an
+    /// explicit null id, escapes in the tag, unknown members of a struct frame ignored.
+    #[test]
+    fn json_requests_in_other_spellings() {
+        let want = Request {
+            id: Some(7),
+            frame: ClientFrame::Send {
+                room: RoomId(5),
+                body: "hi".into(),
+                client_msg_id: None,
+            },
+        };
+        for case in [
+            &br#"{"body":"hi","room":5,"id":7,"type":"send"}"#[..],
+            br#"{"type":"s\u0065nd","id":7,"room":5,"body":"hi"}"#,
+            br#"{"type":"send","id":7,"room":5,"body":"hi","extra":[1,{"a":2}]}"#,
+        ] {
+            assert_eq!(
+                Codec::Json.decode_request(case).unwrap(),
+                want,
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        let r = Codec::Json
+            .decode_request(br#"{"type":"ping","id":null}"#)
+            .unwrap();
+        assert_eq!((r.id, r.frame), (None, ClientFrame::Ping));
     }
 
     #[test]
