@@ -582,8 +582,8 @@ impl Driver {
         }
     }
 
-    /// Handles one read; `Some` when the connected period is over.
-    /// Handles one incoming frame (the caller has updated `last_inbound`).
+    /// Handles one incoming frame; `Some` when the connected period is over. (The caller
+    /// has updated `last_inbound`, once per burst of frames rather than per frame.)
     fn on_incoming(&mut self, incoming: Incoming) -> Option<Outcome> {
         match incoming {
             Incoming::Nothing => None,

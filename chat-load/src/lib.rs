@@ -25,8 +25,8 @@
 //!    connection's connect time goes into a histogram.
 //! 3. **Traffic**: the senders send `--rate` messages per second in total on a fixed schedule
 //!    ([`Pacer`]; open loop, so a slow server is not offered less; the senders' schedules
-//!    interleaved, [`Pacer::phase`], so that the total is evenly spaced), or as fast as the server
-//!    acknowledges with at most `--in-flight` unacknowledged per sender. Each body carries
+//!    interleaved, [`Pacer::phase`], so that the total is evenly spaced), or as fast as the
+//!    server acknowledges with at most `--in-flight` unacknowledged per sender. Each body carries
 //!    its send time ([`make_body`]); receivers record send → receive latency in HDR
 //!    histograms ([`Latency`]). Then the senders stop and the tool waits at most `--drain`
 //!    for the outstanding deliveries. With `--idle` it only holds the connections.
@@ -63,7 +63,7 @@
 //! - `thiserror`: the one error enum, [`LoadError`].
 //! - `mimalloc` (binary only, as the global allocator): the tool decodes every delivery into
 //!   owned strings, and glibc's `malloc`/`free` were 17 % of its CPU at saturation (6 % with
-//!   mimalloc; 15 % less CPU per delivery in all, measured in alternating runs). A load
+//!   mimalloc; about 13 % less CPU per delivery in all, measured in alternating runs). A load
 //!   generator should spend the machine on load, not on its allocator. The server and the
 //!   libraries keep the system allocator: that choice is the embedder's.
 

@@ -23,9 +23,10 @@
 //! What differs from the standalone server: the socket is the application's, so it must set
 //! `TCP_NODELAY` itself as above (the standalone server does); the HTTP request is read and
 //! limited by hyper (header size, timeouts are the application's server settings), and
-//! connections are not counted against [`crate::WsConfig::max_connections`] — count them in the application (e.g.
-//! with [`WsServer::limiter`]) if it needs caps. Everything after the upgrade — limits, codecs,
-//! pings, slow consumers, close codes, [`WsServer::shutdown`] — is the same.
+//! connections are not counted against [`crate::WsConfig::max_connections`] — count them in
+//! the application (e.g. with [`WsServer::limiter`]) if it needs caps. Everything after the
+//! upgrade — limits, codecs, pings, slow consumers, close codes, [`WsServer::shutdown`] — is
+//! the same.
 
 use crate::{Admission, CloseCause, Rejection, WsServer};
 use axum::Router;
