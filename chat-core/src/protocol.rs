@@ -702,7 +702,7 @@ fn decode_json_tree<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// "id": ..}`, the rest being read from the parser as the variant asks for it, with `id`
 /// picked out wherever it stands.
 mod json_stream {
-    use serde::de::value::{StrDeserializer, StringDeserializer};
+    use serde::de::value::{MapAccessDeserializer, StrDeserializer, StringDeserializer};
     use serde::de::{
         self, DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, IntoDeserializer,
         MapAccess, VariantAccess, Visitor,
@@ -737,44 +737,22 @@ mod json_stream {
             }
             let tag: String = map.next_value()?;
             let id = Cell::new(None);
-            T::deserialize(Envelope {
-                tag,
-                rest: &mut map,
+            T::deserialize(MapAccessDeserializer::new(Envelope {
+                next: 0,
+                frame: Some((tag, &mut map)),
                 id: &id,
-            })
+            }))
         }
     }
 
     /// `{"frame": .., "id": ..}` over the rest of the parser's map.
     struct Envelope<'a, A> {
-        tag: String,
-        rest: &'a mut A,
-        id: &'a Cell<Option<u64>>,
-    }
-
-    impl<'de, A: MapAccess<'de>> Deserializer<'de> for Envelope<'_, A> {
-        type Error = A::Error;
-        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, A::Error> {
-            visitor.visit_map(EnvelopeMembers {
-                next: 0,
-                frame: Some((self.tag, self.rest)),
-                id: self.id,
-            })
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
-            enum identifier ignored_any
-        }
-    }
-
-    struct EnvelopeMembers<'a, A> {
         next: u8,
         frame: Option<(String, &'a mut A)>,
         id: &'a Cell<Option<u64>>,
     }
 
-    impl<'de, A: MapAccess<'de>> MapAccess<'de> for EnvelopeMembers<'_, A> {
+    impl<'de, A: MapAccess<'de>> MapAccess<'de> for Envelope<'_, A> {
         type Error = A::Error;
         fn next_key_seed<K: DeserializeSeed<'de>>(
             &mut self,
@@ -911,7 +889,7 @@ mod json_stream {
         ) -> Result<T::Value, A::Error> {
             // Every newtype frame wraps a struct, whose fields are the rest (a plain value
             // under `"value"` is for the general path).
-            seed.deserialize(RestAsStruct(self))
+            seed.deserialize(MapAccessDeserializer::new(self))
         }
         fn tuple_variant<V: Visitor<'de>>(
             self,
@@ -926,20 +904,6 @@ mod json_stream {
             visitor: V,
         ) -> Result<V::Value, A::Error> {
             visitor.visit_map(self)
-        }
-    }
-
-    struct RestAsStruct<'a, A>(Rest<'a, A>);
-
-    impl<'de, A: MapAccess<'de>> Deserializer<'de> for RestAsStruct<'_, A> {
-        type Error = A::Error;
-        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, A::Error> {
-            visitor.visit_map(self.0)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
-            enum identifier ignored_any
         }
     }
 }
