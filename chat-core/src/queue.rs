@@ -275,13 +275,9 @@ impl Queue {
     /// Moves up to `max` queued frames into `out` under one lock; returns how many.
     pub(crate) fn drain_into(&self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
         let mut g = crate::hub::lock(&self.inner);
-        let mut n = 0;
-        while n < max {
-            let Some(frame) = g.pop_front() else { break };
-            out.push(frame);
-            n += 1;
-        }
-        n
+        let before = out.len();
+        out.extend(std::iter::from_fn(|| g.pop_front()).take(max));
+        out.len() - before
     }
 
     pub(crate) fn len(&self) -> usize {
