@@ -658,9 +658,9 @@ impl Driver {
                     },
                 );
             }
-            // A failed subscribe also ends an existing subscription (PROTOCOL.md §12).
-            (ClientFrame::Subscribe { room, .. }, ServerFrame::Error { .. })
-            | (ClientFrame::Unsubscribe { room }, ServerFrame::Ok)
+            // A failed subscribe leaves an existing subscription as it was (PROTOCOL.md,
+            // `subscribe`), so only these end the tracking (and `unsubscribed`, below).
+            (ClientFrame::Unsubscribe { room }, ServerFrame::Ok)
             | (ClientFrame::Leave { room }, ServerFrame::Ok) => {
                 self.rooms.remove(room);
             }
@@ -1123,6 +1123,30 @@ mod tests {
         }
         d.deliver(entry(9, 1)); // not subscribed
         assert_eq!(seqs(&mut rx), [3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_resubscribe_keeps_the_room_and_unsubscribed_ends_it() {
+        let (mut d, mut rx) = driver(16);
+        subscribed(&mut d, 1, 2);
+        let again = ClientFrame::Subscribe {
+            room: RoomId(1),
+            since_seq: None,
+        };
+        let refused = ServerFrame::Error {
+            code: ErrorCode::NotMember,
+            message: "not a member".into(),
+        };
+        d.track_reply(&again, &refused);
+        d.deliver(entry(1, 3));
+        assert_eq!(seqs(&mut rx), [3], "the subscription carries on");
+        d.on_event(ServerFrame::Unsubscribed {
+            room: RoomId(1),
+            reason: chat_core::protocol::UnsubscribeReason::Kicked,
+        });
+        d.deliver(entry(1, 4));
+        assert!(!d.rooms.contains_key(&RoomId(1)));
+        assert!(seqs(&mut rx).is_empty());
     }
 
     #[tokio::test]

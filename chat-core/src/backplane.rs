@@ -42,6 +42,11 @@ pub enum RemoteEventKind {
         /// True for a kick, false for a leave.
         kicked: bool,
     },
+    /// A room was deleted: drop every subscription to it (members' and watchers').
+    RoomDeleted {
+        /// The room.
+        room: RoomId,
+    },
     /// An ephemeral frame for a room's live subscribers (typing, member changes).
     RoomEvent {
         /// The room.

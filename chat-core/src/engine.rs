@@ -377,15 +377,13 @@ impl Engine {
         if let Some(actor) = actor {
             self.require_role(room, actor.user, Role::Owner).await?;
         }
-        let members = self.st().members(room).await?;
         if !self.st().delete_room(room).await? {
             return Err(Error::RoomNotFound(room));
         }
-        for m in members {
-            self.inner
-                .hub
-                .remove_user(room, m.user, UnsubscribeReason::Deleted);
-        }
+        // Everyone subscribed, members or watchers of a public room, on every node.
+        self.inner.hub.remove_room(room, UnsubscribeReason::Deleted);
+        self.to_backplane(RemoteEventKind::RoomDeleted { room })
+            .await;
         Ok(())
     }
 
@@ -744,6 +742,9 @@ impl Engine {
                     UnsubscribeReason::Left
                 };
                 self.inner.hub.remove_user(room, user, reason);
+            }
+            RemoteEventKind::RoomDeleted { room } => {
+                self.inner.hub.remove_room(room, UnsubscribeReason::Deleted)
             }
             RemoteEventKind::RoomEvent {
                 room,

@@ -17,12 +17,14 @@
 //! duplicate.
 //!
 //! # Gapless subscribe
-//! A subscribing session is first registered in the `Syncing` state, in which every arriving
-//! entry is copied into its private buffer; only then does the engine read the store. Anything
-//! committed before the registration is in that read; anything committed after it reaches the
-//! buffer. `finish_subscribe` then, under the channel lock, queues the replay, the buffered
-//! entries above it, and flips the session to `Live { after }`, from which point the sequencer
-//! feeds it. See ARCHITECTURE.md for the argument in full.
+//! A subscribing session is first registered in the `Syncing` state, which the sequencer
+//! skips but a removal of the user finds; only then does the engine check access and read the
+//! store up to some `latest`. `finish_subscribe` then, under the channel lock, either answers
+//! `Behind` (the room already released entries past that read: they are committed, so the
+//! engine reads them too and comes back) or queues the replay and flips the session to
+//! `Live { after: latest }`, from which point the sequencer feeds it. A re-subscribe keeps
+//! the existing registration, live or not, until that flip. See ARCHITECTURE.md for the
+//! argument in full.
 //!
 //! # Bounded queues
 //! Deliveries use `try_send` on each session's bounded queue. A full queue closes that session
@@ -323,9 +325,15 @@ impl Hub {
         });
     }
 
-    /// Step one of a subscribe: register the session as `Syncing`. From here on every entry
-    /// that reaches the room is buffered for it. Returns `false` if the session is over its
-    /// subscription limit.
+    /// Step one of a subscribe: register the session as `Syncing`. From here on the channel
+    /// knows of it, so a removal of the user finds it (see the module docs). Returns `false`
+    /// if the session is over its subscription limit.
+    ///
+    /// A re-subscribe leaves the session's subscription as it is: a live one goes on
+    /// delivering until `finish_subscribe` restarts it at the end of the new replay, and an
+    /// attempt that fails (`abort_subscribe`) leaves it untouched. A subscription therefore
+    /// ends only with an `unsubscribed` frame, the client's own `unsubscribe` or `leave`, or
+    /// the session's end — never silently with a refused request.
     pub(crate) fn begin_subscribe(&self, session: &Arc<SessionShared>, room: RoomId) -> bool {
         {
             let mut rooms = lock(&session.rooms);
@@ -347,16 +355,15 @@ impl Hub {
                 // Removed between the look-up and the lock; a fresh channel will be made.
                 continue;
             }
-            // A re-subscribe replaces the session's subscription. If it was live, its presence
-            // is carried over silently so that others see no offline/online flap.
-            let rejoin = g.take_for_resubscribe(session.id);
-            let idx = g.subs.len();
-            g.subs.push(Sub {
-                queue: session.queue.clone(),
-                session: session.clone(),
-                state: SubState::Syncing { rejoin },
-            });
-            g.index.insert(session.id, idx);
+            if !g.index.contains_key(&session.id) {
+                let idx = g.subs.len();
+                g.subs.push(Sub {
+                    queue: session.queue.clone(),
+                    session: session.clone(),
+                    state: SubState::Syncing,
+                });
+                g.index.insert(session.id, idx);
+            }
             return true;
         }
     }
@@ -382,9 +389,16 @@ impl Hub {
         outcome
     }
 
-    /// Undoes `begin_subscribe` (the subscribe failed).
+    /// Undoes `begin_subscribe` (the subscribe failed): drops a subscription that was still
+    /// `Syncing`, and leaves a live one (this was a re-subscribe) as it was.
     pub(crate) fn abort_subscribe(&self, session: &SessionShared, room: RoomId) {
-        self.unsubscribe(session, room);
+        let live = self
+            .channel(room)
+            .is_some_and(|ch| ch.abort_subscribe(session.id));
+        if !live {
+            lock(&session.rooms).remove(&room);
+        }
+        self.drop_channel_if_empty(room);
     }
 
     /// Removes one session's subscription (no frame is sent to it). Returns whether it was
@@ -404,8 +418,20 @@ impl Hub {
         let Some(ch) = self.channel(room) else {
             return;
         };
-        let removed = ch.remove_user(user);
-        let frame = Outgoing::event(ServerFrame::Unsubscribed { room, reason });
+        self.tell_removed(room, ch.remove_user(user), reason);
+    }
+
+    /// Removes every subscription to `room` (it was deleted) and tells each session why. No
+    /// presence events: there is nobody left to tell.
+    pub(crate) fn remove_room(&self, room: RoomId, reason: UnsubscribeReason) {
+        let Some(ch) = self.channel(room) else {
+            return;
+        };
+        self.tell_removed(room, ch.remove_all(), reason);
+    }
+
+    fn tell_removed(&self, room: RoomId, removed: Vec<Arc<SessionShared>>, why: UnsubscribeReason) {
+        let frame = Outgoing::event(ServerFrame::Unsubscribed { room, reason: why });
         for s in removed {
             lock(&s.rooms).remove(&room);
             s.push(frame.clone());
@@ -542,10 +568,7 @@ impl Sub {
 
 enum SubState {
     /// Reading the store; receives nothing until `finish_subscribe` makes it live.
-    Syncing {
-        /// Replaces a live subscription of the same session, whose presence others still see.
-        rejoin: bool,
-    },
+    Syncing,
     /// Receiving entries with `seq > after`.
     Live { after: Seq },
 }
@@ -634,15 +657,17 @@ impl RoomChannel {
                 g.pending = g.pending.split_off(&history_last.next());
             }
         }
-        let rejoin = match std::mem::replace(
-            &mut g.subs[idx].state,
-            SubState::Live {
-                after: history_last,
-            },
-        ) {
-            SubState::Syncing { rejoin } => rejoin,
-            SubState::Live { .. } => false,
-        };
+        // A re-subscribe of a live subscription: it is counted online already, and others see
+        // no presence change.
+        let was_live = matches!(
+            std::mem::replace(
+                &mut g.subs[idx].state,
+                SubState::Live {
+                    after: history_last,
+                },
+            ),
+            SubState::Live { .. }
+        );
         let sub_session = g.subs[idx].session.clone();
         if !sub_session.push(reply()) {
             g.overflowed.push(session);
@@ -657,15 +682,17 @@ impl RoomChannel {
         }
         // Presence: count the session once it is live.
         let user = sub_session.user;
-        let count = g.online.entry(user).or_insert(0);
-        *count += 1;
-        if *count == 1 && !rejoin && g.subs.len() <= g.presence_max {
-            let frame = Outgoing::event(ServerFrame::Presence {
-                room: g.room,
-                user: sub_session.info(),
-                online: true,
-            });
-            g.broadcast(&frame, Some(user));
+        if !was_live {
+            let count = g.online.entry(user).or_insert(0);
+            *count += 1;
+            if *count == 1 && g.subs.len() <= g.presence_max {
+                let frame = Outgoing::event(ServerFrame::Presence {
+                    room: g.room,
+                    user: sub_session.info(),
+                    online: true,
+                });
+                g.broadcast(&frame, Some(user));
+            }
         }
         let removed = g.overflowed.contains(&session);
         g.reap();
@@ -682,6 +709,21 @@ impl RoomChannel {
         g.reap();
     }
 
+    /// Drops the session's subscription if it is still `Syncing`. Returns whether a live one
+    /// remains.
+    fn abort_subscribe(&self, session: SessionId) -> bool {
+        let mut g = self.lock();
+        let live = match g.index.get(&session) {
+            Some(&idx) => matches!(g.subs[idx].state, SubState::Live { .. }),
+            None => return false,
+        };
+        if !live {
+            g.remove_sub(session);
+            g.reap();
+        }
+        live
+    }
+
     fn remove_user(&self, user: UserId) -> Vec<Arc<SessionShared>> {
         let mut g = self.lock();
         let ids: Vec<SessionId> = g
@@ -693,6 +735,14 @@ impl RoomChannel {
         let removed = ids.iter().filter_map(|id| g.remove_sub(*id)).collect();
         g.reap();
         removed
+    }
+
+    fn remove_all(&self) -> Vec<Arc<SessionShared>> {
+        let mut g = self.lock();
+        g.index.clear();
+        g.online.clear();
+        g.overflowed.clear();
+        g.subs.drain(..).map(|s| s.session).collect()
     }
 }
 
@@ -781,9 +831,7 @@ impl RoomInner {
         let user = sub.session.user;
         let offline = match sub.state {
             SubState::Live { .. } => self.went_offline(user),
-            // A failed re-subscribe: others still see the old presence.
-            SubState::Syncing { rejoin: true, .. } => !self.online.contains_key(&user),
-            SubState::Syncing { rejoin: false, .. } => false,
+            SubState::Syncing => false,
         };
         if offline && self.subs.len() <= self.presence_max {
             let frame = Outgoing::event(ServerFrame::Presence {
@@ -794,21 +842,6 @@ impl RoomInner {
             self.broadcast(&frame, Some(user));
         }
         Some(sub.session)
-    }
-
-    /// Removes a session's subscription for a re-subscribe, without presence events. Returns
-    /// whether others currently see the user online through it.
-    fn take_for_resubscribe(&mut self, session: SessionId) -> bool {
-        let Some(sub) = self.detach(session) else {
-            return false;
-        };
-        match sub.state {
-            // If other sessions keep the user online, there is nothing to carry over.
-            SubState::Live { .. } => self.went_offline(sub.session.user),
-            SubState::Syncing { rejoin, .. } => {
-                rejoin && !self.online.contains_key(&sub.session.user)
-            }
-        }
     }
 }
 

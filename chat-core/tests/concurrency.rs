@@ -306,9 +306,9 @@ impl Reader {
             }
             ServerFrame::Error { code, .. } if self.kickable && *code == ErrorCode::NotMember => {
                 match r.id.and_then(|id| self.requests.remove(&id)) {
-                    // Refused (the user was removed meanwhile). A subscription the session
-                    // had to the room ends with the removal's `unsubscribed` frame, or had
-                    // already been replaced by this attempt; either way it gets nothing more.
+                    // Refused (the user was removed meanwhile). A refusal leaves a
+                    // subscription the session had as it was: the removal's `unsubscribed`
+                    // frame ends it, and `message` checks that nothing follows.
                     Some(Req::Subscribe { .. }) => self.refusals += 1,
                     _ => panic!("{name}: unexpected {r:?}"),
                 }
@@ -946,6 +946,9 @@ async fn kicks_and_leaves_under_load_end_delivery_and_resumes_stay_gap_free() {
     let finals = Arc::new(finals);
     let (progress, _) = watch::channel(0u64);
     let (removals_done, _) = watch::channel(false);
+    // How many target sessions have subscribed once: the removals wait for all of them, or a
+    // fast remover could be done before any target is in the room.
+    let (targets_in, _) = watch::channel(0usize);
 
     // The target's sessions keep (re)subscribing while the owner kicks them or they leave.
     let targets: Vec<_> = (0..SESSIONS)
@@ -954,9 +957,10 @@ async fn kicks_and_leaves_under_load_end_delivery_and_resumes_stay_gap_free() {
             r.kickable = true;
             let finals = finals.clone();
             let mut done = removals_done.subscribe();
+            let targets_in = targets_in.clone();
             tokio::spawn(async move {
                 let mut rng = Rng(0x5851_f42d_4c95_7f2d ^ ((j as u64 + 1) << 20));
-                for _ in 0..ROUNDS {
+                for round in 0..ROUNDS {
                     match rng.below(4) {
                         0 => r.subscribe(room, None).await,
                         1 => {
@@ -968,6 +972,10 @@ async fn kicks_and_leaves_under_load_end_delivery_and_resumes_stay_gap_free() {
                             }
                         }
                         _ => r.resume(room).await,
+                    }
+                    if round == 0 {
+                        // Nothing was removed yet: the subscription is live.
+                        targets_in.send_modify(|n| *n += 1);
                     }
                     let step = 1 + rng.below(10);
                     r.pump_until(|r| {
@@ -1008,7 +1016,12 @@ async fn kicks_and_leaves_under_load_end_delivery_and_resumes_stay_gap_free() {
         let owner = owner.clone();
         let target = target.clone();
         let mut progress = progress.subscribe();
+        let mut targets_in = targets_in.subscribe();
         tokio::spawn(async move {
+            tokio::time::timeout(RECV_TIMEOUT, targets_in.wait_for(|n| *n == SESSIONS))
+                .await
+                .expect("the targets subscribe")
+                .expect("sender alive");
             for k in 0..REMOVALS {
                 wait_for_progress(&mut progress, k * 20).await;
                 if k % 2 == 0 {
@@ -1141,6 +1154,9 @@ struct GatedStore {
     inner: MemoryStore,
     latest_seq_gate: Mutex<Option<Gate>>,
     append_gate: Mutex<Option<Gate>>,
+    /// Holds a `member` read before it reads, after letting the given number through.
+    member_gate: Mutex<Option<(usize, Gate)>>,
+    remove_member_gate: Mutex<Option<Gate>>,
     answers_late: bool,
     calls: std::sync::atomic::AtomicU64,
 }
@@ -1176,6 +1192,20 @@ impl GatedStore {
     fn hold_next_append(&self) -> GateHandle {
         let (g, h) = gate();
         *self.append_gate.lock().unwrap() = Some(g);
+        h
+    }
+
+    /// Holds the `member` read after the next `skip` ones, before it reads.
+    fn hold_member_read_after(&self, skip: usize) -> GateHandle {
+        let (g, h) = gate();
+        *self.member_gate.lock().unwrap() = Some((skip, g));
+        h
+    }
+
+    /// Holds the next `remove_member` once it has committed.
+    fn hold_next_remove_member(&self) -> GateHandle {
+        let (g, h) = gate();
+        *self.remove_member_gate.lock().unwrap() = Some(g);
         h
     }
 
@@ -1257,12 +1287,29 @@ impl Store for GatedStore {
         self.inner.add_member(room, user, role, at).await
     }
     async fn remove_member(&self, room: RoomId, user: UserId) -> chat_core::Result<bool> {
-        self.inner.remove_member(room, user).await
+        let removed = self.inner.remove_member(room, user).await;
+        Self::pass(&self.remove_member_gate).await;
+        removed
     }
     async fn set_role(&self, room: RoomId, user: UserId, role: Role) -> chat_core::Result<()> {
         self.inner.set_role(room, user, role).await
     }
     async fn member(&self, room: RoomId, user: UserId) -> chat_core::Result<Option<Member>> {
+        let gate = {
+            let mut slot = self.member_gate.lock().unwrap();
+            match slot.as_mut() {
+                Some((0, _)) => slot.take().map(|(_, g)| g),
+                Some((skip, _)) => {
+                    *skip -= 1;
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(g) = gate {
+            let _ = g.reached.send(());
+            let _ = g.release.await;
+        }
         self.inner.member(room, user).await
     }
     async fn members(&self, room: RoomId) -> chat_core::Result<Vec<Member>> {
@@ -1403,6 +1450,96 @@ async fn two_first_subscribers_racing_an_entry_in_flight_both_stay_gap_free() {
     let p = &a.finish()[0];
     let got: Vec<u64> = p.got.iter().map(|g| g.0.0).collect();
     assert_eq!(got, (p.first.0..=2).collect::<Vec<_>>());
+}
+
+/// A re-subscribe refused because a kick landed while it was being set up, with the kick's
+/// hub-side removal coming last:
+///
+/// 1. Bob is subscribed. He subscribes again; the first membership check passes, he is
+///    registered, and his second check is held before it reads.
+/// 2. A message is published: his existing subscription still delivers it.
+/// 3. The owner kicks him; the store has committed the removal, the hub has not heard yet.
+/// 4. Bob's second check reads "not a member": the re-subscribe is refused.
+/// 5. The kick reaches the hub.
+///
+/// The refusal must leave the existing subscription as it was, so that the kick ends it with
+/// an `unsubscribed` frame. (Found as a rare hang of the kick-and-leave storm above: the
+/// re-subscribe had already replaced the live subscription, its refusal dropped the
+/// replacement, and the kick then found nobody to tell: the client never learnt that its
+/// subscription had ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resubscribe_refused_by_a_racing_kick_ends_with_the_kicks_unsubscribed() {
+    let store = Arc::new(GatedStore::default());
+    let e = Engine::builder(store.clone()).limits(limits()).build();
+    let alice = user(&e, "alice").await;
+    let bob = user(&e, "bob").await;
+    let room = group(&e, &alice, &[&bob]).await;
+    let mut b = Reader::open(&e, &bob, "bob");
+    b.kickable = true;
+    b.subscribe(room, Some(Seq::ZERO)).await;
+    b.pump_until(|r| r.subscribed(room)).await;
+
+    // 1. The re-subscribe's first check reads `member` once; its second is held.
+    let mut second_check = store.hold_member_read_after(1);
+    let resubscribe = tokio::spawn(async move {
+        b.subscribe(room, Some(Seq::ZERO)).await;
+        b
+    });
+    second_check
+        .reached("the re-subscribe's second check")
+        .await;
+
+    // 2. The existing subscription is still live.
+    e.publish(Author::User(alice.clone()), room, "during".into(), None)
+        .await
+        .unwrap();
+
+    // 3. The kick commits in the store and is held before it tells the hub.
+    let mut committed = store.hold_next_remove_member();
+    let kick = {
+        let (e, alice) = (e.clone(), alice.clone());
+        tokio::spawn(async move { e.kick(&alice, room, "bob").await })
+    };
+    committed.reached("the kick's removal").await;
+
+    // 4. The second check fails; the refusal is queued when `subscribe` returns.
+    second_check.release();
+    let mut b = join(resubscribe).await;
+
+    // 5. The kick reaches the hub.
+    committed.release();
+    join(kick).await.expect("kick");
+
+    b.pump_until(|r| r.requests.is_empty() && !r.subscribed(room))
+        .await;
+    assert_eq!(
+        (b.refusals, b.removals),
+        (1, 1),
+        "a refusal, then the kick's unsubscribed"
+    );
+    // Nothing of the room follows the removal.
+    e.publish(Author::User(alice.clone()), room, "after".into(), None)
+        .await
+        .unwrap();
+    while let Some(f) = b.outbox.try_recv() {
+        assert!(
+            !matches!(f.response().frame, ServerFrame::Message(_)),
+            "a message after the unsubscribed frame: {:?}",
+            f.response()
+        );
+    }
+    let periods = b.finish();
+    let bodies: Vec<&str> = periods[0].got.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(
+        periods.len(),
+        1,
+        "the refused attempt started no subscription"
+    );
+    assert_eq!(
+        bodies,
+        ["during"],
+        "delivered by the subscription the refusal left alone"
+    );
 }
 
 /// The interleaving above without any gate: rooms nobody is subscribed to get several

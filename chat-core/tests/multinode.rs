@@ -7,8 +7,8 @@ mod common;
 use async_trait::async_trait;
 use chat_core::protocol::{ClientFrame, ServerFrame, UnsubscribeReason};
 use chat_core::{
-    Author, Backplane, Engine, Limits, NodeId, RemoteEvent, RemoteEventKind, Result, RoomKind, Seq,
-    Store,
+    Author, Backplane, Engine, ErrorCode, Limits, NodeId, RemoteEvent, RemoteEventKind, Result,
+    RoomKind, Seq, Store,
 };
 use chat_store::MemoryStore;
 use common::Client;
@@ -110,6 +110,47 @@ async fn a_kick_on_one_node_ends_delivery_on_the_others() {
         .await
         .unwrap();
     assert!(b.messages().is_empty());
+}
+
+/// Members and watchers (subscribed to a public room without joining it), on the node where
+/// the room is deleted and on another: every subscription ends with `unsubscribed: deleted`.
+#[tokio::test]
+async fn deleting_a_room_ends_every_subscription_on_every_node() {
+    let (nodes, _bus) = cluster(2);
+    let alice = common::user(&nodes[0], "alice").await;
+    let bob = common::user(&nodes[0], "bob").await;
+    let carol = common::user(&nodes[0], "carol").await;
+    let room = nodes[0]
+        .create_room(&alice, "Lobby", RoomKind::Public)
+        .await
+        .unwrap()
+        .id;
+    nodes[0].join(&bob, room).await.unwrap();
+    let mut clients = vec![
+        ("bob, member, here", Client::open(&nodes[0], &bob)),
+        ("carol, watcher, here", Client::open(&nodes[0], &carol)),
+        ("bob, member, elsewhere", Client::open(&nodes[1], &bob)),
+        ("carol, watcher, elsewhere", Client::open(&nodes[1], &carol)),
+    ];
+    for (_, c) in &mut clients {
+        c.subscribe(room).await;
+    }
+    nodes[0].delete_room(Some(&alice), room).await.unwrap();
+    for (who, c) in &mut clients {
+        let frames: Vec<ServerFrame> = c.drain().into_iter().map(|r| r.frame).collect();
+        assert!(
+            frames.contains(&ServerFrame::Unsubscribed {
+                room,
+                reason: UnsubscribeReason::Deleted
+            }),
+            "{who}: {frames:?}"
+        );
+        let again = ClientFrame::Subscribe {
+            room,
+            since_seq: None,
+        };
+        assert_eq!(c.err(again).await, ErrorCode::RoomNotFound, "{who}");
+    }
 }
 
 #[tokio::test]
