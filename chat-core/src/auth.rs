@@ -315,33 +315,19 @@ impl Accounts {
         })
     }
 
-    /// Signs a guest in by name: creates the guest account, or reuses a guest account of that
-    /// name. A name held by a password account is refused.
+    /// Signs a guest in by name: creates a guest account of that name. A name is held by the
+    /// first guest (or password account) that took it, for good: reusing a guest's account
+    /// by name would hand anyone who types it that guest's rooms, direct messages and
+    /// history. A guest comes back with its token.
     pub async fn guest(&self, name: &str) -> Result<User> {
         if !self.limits.allow_guests {
             return Err(Error::Forbidden("guest access is disabled on this server"));
         }
         validate::username(name)?;
-        match self.store.credentials(name).await? {
-            Some(c) if c.user.guest => Ok(c.user),
-            Some(_) => Err(Error::AlreadyExists("username")),
-            None => match self
-                .store
-                .create_user(name, None, true, Timestamp::now())
-                .await
-            {
-                Ok(u) => Ok(u),
-                // Two guests raced for the name; the loser sees the winner's account.
-                Err(Error::AlreadyExists(_)) => self
-                    .store
-                    .credentials(name)
-                    .await?
-                    .filter(|c| c.user.guest)
-                    .map(|c| c.user)
-                    .ok_or(Error::AlreadyExists("username")),
-                Err(e) => Err(e),
-            },
-        }
+        // The store's unique index settles two guests racing for a name.
+        self.store
+            .create_user(name, None, true, Timestamp::now())
+            .await
     }
 }
 

@@ -13,7 +13,8 @@ pub struct User {
     pub id: UserId,
     /// Unique, case-insensitively (see [`crate::validate::username`]). Never changes.
     pub username: String,
-    /// A guest has no password; its name is free again once it has no live session.
+    /// A guest has no password. Its name stays taken, like any username: a guest comes back
+    /// with its token (see [`crate::Accounts::guest`]).
     pub guest: bool,
     /// When the account was created.
     pub created_at: Timestamp,

@@ -912,6 +912,28 @@ async fn hello_negotiates_the_version_and_can_carry_credentials() {
 }
 
 #[tokio::test]
+async fn a_guest_name_is_not_a_key_to_that_guests_account() {
+    let e = engine_with(Limits {
+        allow_guests: true,
+        ..Limits::default()
+    });
+    let accounts = e.accounts();
+    let visitor = accounts.guest("visitor").await.unwrap();
+    let token = accounts.issue_token(visitor.id).await.unwrap();
+    // Someone else typing the same name (in any case) gets nothing of the first guest's.
+    for name in ["visitor", "VISITOR"] {
+        assert_eq!(
+            accounts.guest(name).await.unwrap_err().code(),
+            ErrorCode::AlreadyExists,
+            "{name}"
+        );
+    }
+    // The guest itself comes back with its token.
+    let again = accounts.verify_token(token.as_str()).await.unwrap();
+    assert_eq!(again.user, visitor.id);
+}
+
+#[tokio::test]
 async fn passwords_tokens_and_logout() {
     let e = engine();
     let accounts = e.accounts();

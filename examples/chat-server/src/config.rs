@@ -29,8 +29,9 @@ pub struct Config {
     #[arg(long, env = "CHAT_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// Address of the TCP transport (binary frames and a line mode for terminals). Reserved:
-    /// the TCP transport is not part of this build yet, so nothing listens here.
+    /// Address of the TCP transport: length-prefixed binary frames, and a line mode for
+    /// terminals (`nc host port`), where users sign in with a password or as a guest. Use
+    /// --no-tcp to turn it off.
     #[arg(long, env = "CHAT_TCP_ADDR", default_value = "127.0.0.1:9090")]
     pub tcp_addr: SocketAddr,
 

@@ -38,10 +38,18 @@ fn version() -> &'static str {
 }
 
 /// Where to send someone after signing in: only paths on this site, never `//host` or
-/// `https://…` (an open redirect would make our sign-in page a phishing tool).
+/// `https://…` (an open redirect would make our sign-in page a phishing tool). Only visible
+/// ASCII is accepted: browsers drop tabs and newlines from a URL before parsing it, so
+/// `/\t/evil.example` would become `//evil.example`, and treat `\` as `/`.
 pub(crate) fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n
+        }
         _ => "/",
     }
 }
@@ -477,6 +485,16 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        for sneaky in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/x",
+            "/ /x",
+            "/é",
+        ] {
+            assert_eq!(safe_next(Some(sneaky)), "/", "{sneaky:?}");
+        }
+        assert_eq!(safe_next(Some("/chat/1?x=%2F%2F#y")), "/chat/1?x=%2F%2F#y");
         assert_eq!(safe_next(None), "/");
     }
 

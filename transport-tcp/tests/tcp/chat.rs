@@ -229,25 +229,46 @@ async fn line_users_send_direct_messages_and_switch_rooms() {
         .await;
     assert_ne!(lobby, RoomId(0));
 
-    // Signing in again: the rooms are listed, and direct conversations are followed at once,
-    // without a /join.
+    // A guest name is not a password: once bob has gone, a new connection cannot take his.
     bob.send("/quit").await;
     bob.expect("* bye").await;
-    let mut bob = LineClient::connect(h.addr).await;
-    bob.send("/nick bob").await;
-    bob.expect("* signed in as bob").await;
-    let rooms = bob.line().await;
+    let mut imposter = LineClient::connect(h.addr).await;
+    imposter.send("/nick BOB").await;
+    imposter.expect("! username is already taken").await;
+
+    // Signing in again to an account: the rooms are listed, and direct conversations are
+    // followed at once, without a /join.
+    h.engine
+        .accounts()
+        .register("dora", "correct horse battery")
+        .await
+        .unwrap();
+    let login = async || {
+        let mut dora = LineClient::connect(h.addr).await;
+        dora.send("/login dora correct horse battery").await;
+        dora.expect("* signed in as dora").await;
+        dora
+    };
+    let mut dora = login().await;
+    dora.expect_prefix("* you are in no rooms yet").await;
+    dora.send("/msg alice hello").await;
+    dora.expect("[alice & dora] dora: hello").await;
+    alice.expect("[alice & dora] dora: hello").await;
+    dora.send("/quit").await;
+    dora.expect("* bye").await;
+    let mut dora = login().await;
+    let rooms = dora.line().await;
     assert!(
-        rooms.starts_with("* your rooms: ") && rooms.contains("alice & bob"),
+        rooms.starts_with("* your rooms: ") && rooms.contains("alice & dora"),
         "{rooms}"
     );
     // (Any command's reply comes after the sign-in's own requests: they are done.)
-    bob.send("/history").await;
-    bob.expect("! you are not in a room: /join <room> first")
+    dora.send("/history").await;
+    dora.expect("! you are not in a room: /join <room> first")
         .await;
-    alice.send("/msg bob welcome back").await;
-    alice.expect("[alice & bob] alice: welcome back").await;
-    bob.expect("[alice & bob] alice: welcome back").await;
+    alice.send("/msg dora welcome back").await;
+    alice.expect("[alice & dora] alice: welcome back").await;
+    dora.expect("[alice & dora] alice: welcome back").await;
 }
 
 #[tokio::test]
