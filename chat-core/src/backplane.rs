@@ -4,7 +4,13 @@
 //! share one store and a backplane: each node publishes the events it produced, and feeds the
 //! events of the others into its own hub with [`crate::Engine::apply_remote`]. Room log
 //! entries carry their store-assigned seq, so a node orders them and fills any gap from the
-//! store (see `hub.rs`); a backplane may therefore be at-most-once (like Redis pub/sub).
+//! store (see `hub.rs`): for entries, a backplane may be at-most-once (like Redis pub/sub).
+//!
+//! The other events are not repaired. A lost [`RemoteEventKind::Removed`] or
+//! [`RemoteEventKind::RoomDeleted`] leaves the removed user's sessions on that node subscribed
+//! (receiving the room) until they reconnect, and a lost close leaves a revoked session open.
+//! A backplane for production must therefore deliver those reliably and in order (a Redis
+//! stream rather than pub/sub, for instance), or the application must accept that window.
 
 use crate::error::Result;
 use crate::ids::{RoomId, UserId};

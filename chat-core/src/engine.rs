@@ -295,13 +295,17 @@ impl Engine {
         if r.kind == RoomKind::Direct {
             return Err(Error::Forbidden("direct rooms cannot be left"));
         }
-        if !self.st().remove_member(room, who.user).await? {
-            return Err(Error::NotMember(room));
-        }
-        self.removed(room, who.user, false).await;
-        self.member_changed(room, who.user, &who.username, MemberChange::Left)
-            .await;
-        Ok(())
+        let (this, who) = (self.clone(), who.clone());
+        self.to_completion(async move {
+            if !this.st().remove_member(room, who.user).await? {
+                return Err(Error::NotMember(room));
+            }
+            this.removed(room, who.user, false).await;
+            this.member_changed(room, who.user, &who.username, MemberChange::Left)
+                .await;
+            Ok(())
+        })
+        .await
     }
 
     /// An owner or admin adds a user to a group or public room.
@@ -342,11 +346,18 @@ impl Engine {
                 "you can only kick members with a lower role",
             ));
         }
-        self.st().remove_member(room, user.id).await?;
-        self.removed(room, user.id, true).await;
-        self.member_changed(room, user.id, &user.username, MemberChange::Kicked)
-            .await;
-        Ok(())
+        let this = self.clone();
+        self.to_completion(async move {
+            // Removed meanwhile (they left, or another admin was quicker): nothing to tell.
+            if !this.st().remove_member(room, user.id).await? {
+                return Err(Error::NotMember(room));
+            }
+            this.removed(room, user.id, true).await;
+            this.member_changed(room, user.id, &user.username, MemberChange::Kicked)
+                .await;
+            Ok(())
+        })
+        .await
     }
 
     /// The owner makes a member an admin or back. Ownership is not transferable this way.
@@ -377,14 +388,18 @@ impl Engine {
         if let Some(actor) = actor {
             self.require_role(room, actor.user, Role::Owner).await?;
         }
-        if !self.st().delete_room(room).await? {
-            return Err(Error::RoomNotFound(room));
-        }
-        // Everyone subscribed, members or watchers of a public room, on every node.
-        self.inner.hub.remove_room(room, UnsubscribeReason::Deleted);
-        self.to_backplane(RemoteEventKind::RoomDeleted { room })
-            .await;
-        Ok(())
+        let this = self.clone();
+        self.to_completion(async move {
+            if !this.st().delete_room(room).await? {
+                return Err(Error::RoomNotFound(room));
+            }
+            // Everyone subscribed, members or watchers of a public room, on every node.
+            this.inner.hub.remove_room(room, UnsubscribeReason::Deleted);
+            this.to_backplane(RemoteEventKind::RoomDeleted { room })
+                .await;
+            Ok(())
+        })
+        .await
     }
 
     /// Members with their presence on this node.
@@ -553,10 +568,10 @@ impl Engine {
                 client_msg_id,
             }),
         };
-        // The append and the hand-off to the hub run in their own task, so that a caller
-        // that gives up (a dropped connection) cannot leave a stored message undelivered.
+        // The append and the hand-off to the hub run to completion even if the caller gives
+        // up (a dropped connection): a stored message is always delivered.
         let this = self.clone();
-        let task = tokio::spawn(async move {
+        self.to_completion(async move {
             let appended = this.inner.store.append(entry).await?;
             on_commit(&appended);
             if !appended.duplicate {
@@ -565,9 +580,22 @@ impl Engine {
                     .await;
             }
             Ok(appended)
-        });
-        task.await
-            .map_err(|e| Error::Internal(format!("publish task failed: {e}")))?
+        })
+        .await
+    }
+
+    /// Runs a store change together with what must follow it (hub removals, events to other
+    /// nodes) in a task of its own. A request future can be dropped at any `.await` — its
+    /// connection died, an HTTP client hung up — and the store commits regardless; without
+    /// this, a kick could be stored while the hub was never told, and the kicked user would
+    /// go on receiving the room.
+    async fn to_completion<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        tokio::spawn(work)
+            .await
+            .map_err(|e| Error::Internal(format!("task failed: {e}")))?
     }
 
     /// Sends a direct message, creating the direct room on first use.
@@ -590,7 +618,11 @@ impl Engine {
         client_msg_id: Option<String>,
         on_commit: impl FnOnce(&Appended) + Send + 'static,
     ) -> Result<Appended> {
+        // Everything the client can get wrong is refused before the room is created.
         validate::body(&body, &self.inner.limits)?;
+        if let Some(id) = &client_msg_id {
+            validate::client_msg_id(id, &self.inner.limits)?;
+        }
         let room = self.direct_room(from, to).await?;
         let appended = self
             .publish_with(

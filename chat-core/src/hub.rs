@@ -418,7 +418,11 @@ impl Hub {
         let Some(ch) = self.channel(room) else {
             return;
         };
-        self.tell_removed(room, ch.remove_user(user), reason);
+        ch.remove_user(
+            user,
+            &Outgoing::event(ServerFrame::Unsubscribed { room, reason }),
+        );
+        self.drop_channel_if_empty(room);
     }
 
     /// Removes every subscription to `room` (it was deleted) and tells each session why. No
@@ -427,15 +431,7 @@ impl Hub {
         let Some(ch) = self.channel(room) else {
             return;
         };
-        self.tell_removed(room, ch.remove_all(), reason);
-    }
-
-    fn tell_removed(&self, room: RoomId, removed: Vec<Arc<SessionShared>>, why: UnsubscribeReason) {
-        let frame = Outgoing::event(ServerFrame::Unsubscribed { room, reason: why });
-        for s in removed {
-            lock(&s.rooms).remove(&room);
-            s.push(frame.clone());
-        }
+        ch.remove_all(&Outgoing::event(ServerFrame::Unsubscribed { room, reason }));
         self.drop_channel_if_empty(room);
     }
 
@@ -670,6 +666,10 @@ impl RoomChannel {
         );
         let sub_session = g.subs[idx].session.clone();
         if !sub_session.push(reply()) {
+            if !was_live {
+                // Never counted online: leave the presence of the user's other sessions be.
+                g.subs[idx].state = SubState::Syncing;
+            }
             g.overflowed.push(session);
             g.reap();
             return FinishOutcome::Removed;
@@ -724,7 +724,11 @@ impl RoomChannel {
         live
     }
 
-    fn remove_user(&self, user: UserId) -> Vec<Arc<SessionShared>> {
+    /// Removes `user`'s subscriptions and queues `farewell` (an `unsubscribed` frame) for each,
+    /// all under the lock: a re-subscribe of one of those sessions, which goes live under the
+    /// same lock, then comes wholly before (and is removed) or wholly after (and stays, with
+    /// its room in the session's set and its reply after the farewell).
+    fn remove_user(&self, user: UserId, farewell: &Arc<Outgoing>) {
         let mut g = self.lock();
         let ids: Vec<SessionId> = g
             .subs
@@ -732,21 +736,34 @@ impl RoomChannel {
             .filter(|s| s.session.user == user)
             .map(|s| s.session.id)
             .collect();
-        let removed = ids.iter().filter_map(|id| g.remove_sub(*id)).collect();
+        for id in ids {
+            if let Some(s) = g.remove_sub(id) {
+                g.farewell(&s, farewell);
+            }
+        }
         g.reap();
-        removed
     }
 
-    fn remove_all(&self) -> Vec<Arc<SessionShared>> {
+    /// Removes every subscription (the room was deleted), without presence events: there is
+    /// nobody left to tell.
+    fn remove_all(&self, farewell: &Arc<Outgoing>) {
         let mut g = self.lock();
         g.index.clear();
         g.online.clear();
         g.overflowed.clear();
-        g.subs.drain(..).map(|s| s.session).collect()
+        for sub in std::mem::take(&mut g.subs) {
+            g.farewell(&sub.session, farewell);
+        }
     }
 }
 
 impl RoomInner {
+    /// Tells a removed session why, and takes the room out of its set.
+    fn farewell(&self, session: &SessionShared, frame: &Arc<Outgoing>) {
+        lock(&session.rooms).remove(&self.room);
+        session.push(frame.clone());
+    }
+
     /// Releases pending entries that continue the sequence.
     fn drain(&mut self) {
         let Some(mut last) = self.last else { return };
@@ -833,7 +850,8 @@ impl RoomInner {
             SubState::Live { .. } => self.went_offline(user),
             SubState::Syncing => false,
         };
-        if offline && self.subs.len() <= self.presence_max {
+        // Counted with the leaving subscriber, as `finish_subscribe` counts the arriving one.
+        if offline && self.subs.len() < self.presence_max {
             let frame = Outgoing::event(ServerFrame::Presence {
                 room: self.room,
                 user: sub.session.info(),

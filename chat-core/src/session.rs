@@ -523,7 +523,7 @@ impl Session {
             Ok((latest, entries, gap))
         }
         .await;
-        let (latest, mut entries, gap) = match result {
+        let (latest, mut entries, mut gap) = match result {
             Ok(v) => v,
             Err(e) => {
                 hub.abort_subscribe(&self.shared, room);
@@ -554,13 +554,19 @@ impl Session {
                 FinishOutcome::Removed => return Err(Error::NotMember(room)),
                 // Without `since_seq` the client wants only what comes next: start there.
                 FinishOutcome::Behind(last) if since.is_none() => history_last = last,
-                // The room moved on while we read; the rest is committed, so read it too.
+                // The room moved on while we read; the rest is committed, so read it too —
+                // at most the newest `max_replay`, like the first read.
                 FinishOutcome::Behind(last) => {
-                    let want = (last.0 - history_last.0) as usize;
-                    let more = match store
-                        .history(room, HistoryQuery::After(history_last), want)
-                        .await
-                    {
+                    let max_replay = self.engine.limits().max_replay;
+                    let want = last.0 - history_last.0;
+                    let query = if want > max_replay as u64 {
+                        entries.clear();
+                        HistoryQuery::Before(last.next())
+                    } else {
+                        HistoryQuery::After(history_last)
+                    };
+                    let want = want.min(max_replay as u64) as usize;
+                    let more = match store.history(room, query, want).await {
                         Ok(more) if !more.is_empty() => more,
                         Ok(_) => {
                             hub.abort_subscribe(&self.shared, room);
@@ -575,6 +581,18 @@ impl Session {
                     };
                     history_last = more.last().map(|e| e.seq).unwrap_or(history_last);
                     entries.extend(more);
+                    if entries.len() > max_replay {
+                        entries.drain(..entries.len() - max_replay);
+                    }
+                    // What the replay no longer starts at is named, as on the first read.
+                    if let (Some(s), Some(first)) = (since, entries.first()) {
+                        if first.seq > s.next() {
+                            gap = Some(SeqRange {
+                                from: s.next(),
+                                to: Seq(first.seq.0 - 1),
+                            });
+                        }
+                    }
                 }
             }
         }

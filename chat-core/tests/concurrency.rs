@@ -20,7 +20,7 @@ mod common;
 
 use async_trait::async_trait;
 use chat_core::model::{Appended, AuthSession, Member, Membership, NewEntry, Unread};
-use chat_core::protocol::{ClientFrame, Response, ServerFrame};
+use chat_core::protocol::{ClientFrame, Response, SeqRange, ServerFrame};
 use chat_core::store::{Credentials as StoreCredentials, NewRoom};
 use chat_core::{
     Author, Engine, EntryKind, ErrorCode, HistoryQuery, Identity, Invite, Limits, LogEntry,
@@ -1157,6 +1157,7 @@ struct GatedStore {
     /// Holds a `member` read before it reads, after letting the given number through.
     member_gate: Mutex<Option<(usize, Gate)>>,
     remove_member_gate: Mutex<Option<Gate>>,
+    history_gate: Mutex<Option<Gate>>,
     answers_late: bool,
     calls: std::sync::atomic::AtomicU64,
 }
@@ -1199,6 +1200,13 @@ impl GatedStore {
     fn hold_member_read_after(&self, skip: usize) -> GateHandle {
         let (g, h) = gate();
         *self.member_gate.lock().unwrap() = Some((skip, g));
+        h
+    }
+
+    /// Holds the next `history` read once it has read.
+    fn hold_next_history(&self) -> GateHandle {
+        let (g, h) = gate();
+        *self.history_gate.lock().unwrap() = Some(g);
         h
     }
 
@@ -1331,6 +1339,7 @@ impl Store for GatedStore {
         limit: usize,
     ) -> chat_core::Result<Vec<LogEntry>> {
         let entries = self.inner.history(room, query, limit).await;
+        Self::pass(&self.history_gate).await;
         self.late().await;
         entries
     }
@@ -1539,6 +1548,113 @@ async fn a_resubscribe_refused_by_a_racing_kick_ends_with_the_kicks_unsubscribed
         bodies,
         ["during"],
         "delivered by the subscription the refusal left alone"
+    );
+}
+
+/// A kick whose caller gives up (its connection dropped, its HTTP client hung up) after the
+/// store committed the removal: the hub must still be told, or the kicked user would go on
+/// receiving the room. (Found by review: kick, leave and delete ran the hub's part in the
+/// caller's future.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kick_abandoned_by_its_caller_after_the_commit_still_ends_delivery() {
+    let store = Arc::new(GatedStore::default());
+    let e = Engine::builder(store.clone()).limits(limits()).build();
+    let alice = user(&e, "alice").await;
+    let bob = user(&e, "bob").await;
+    let room = group(&e, &alice, &[&bob]).await;
+    let mut b = Reader::open(&e, &bob, "bob");
+    b.kickable = true;
+    b.subscribe(room, None).await;
+    b.pump_until(|r| r.subscribed(room)).await;
+
+    let mut committed = store.hold_next_remove_member();
+    let kick = {
+        let (e, alice) = (e.clone(), alice.clone());
+        tokio::spawn(async move { e.kick(&alice, room, "bob").await })
+    };
+    committed.reached("the kick's removal").await;
+    kick.abort();
+    assert!(kick.await.unwrap_err().is_cancelled());
+    committed.release();
+
+    // The kick's `unsubscribed` still arrives, and nothing of the room after it.
+    b.pump_until(|r| !r.subscribed(room)).await;
+    assert_eq!(b.removals, 1);
+    e.publish(Author::User(alice.clone()), room, "secret".into(), None)
+        .await
+        .unwrap();
+    while let Some(f) = b.outbox.try_recv() {
+        assert!(
+            !matches!(f.response().frame, ServerFrame::Message(_)),
+            "the kicked user got {:?}",
+            f.response()
+        );
+    }
+}
+
+/// A subscribe whose room moves on by more than `max_replay` entries while it reads: the
+/// reply still carries at most `max_replay` entries, the newest, and names the rest as a gap.
+/// (Found by review: the catch-up read appended everything released meanwhile, unbounded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_that_falls_behind_while_reading_stays_within_max_replay() {
+    const MAX_REPLAY: usize = 5;
+    let store = Arc::new(GatedStore::default());
+    let e = Engine::builder(store.clone())
+        .limits(Limits {
+            max_replay: MAX_REPLAY,
+            ..limits()
+        })
+        .build();
+    let alice = user(&e, "alice").await;
+    let bob = user(&e, "bob").await;
+    let room = group(&e, &alice, &[&bob]).await;
+    let post = async |body: String| {
+        e.publish(Author::User(alice.clone()), room, body, None)
+            .await
+            .unwrap()
+    };
+    post("one".into()).await;
+    post("two".into()).await;
+    // Alice is live, so the room's channel releases what is posted while Bob reads.
+    let mut a = Reader::open(&e, &alice, "alice");
+    a.subscribe(room, None).await;
+    a.pump_until(|r| r.subscribed(room)).await;
+
+    let mut read = store.hold_next_history();
+    let mut b = Reader::open(&e, &bob, "bob");
+    let subscribe = tokio::spawn(async move {
+        b.subscribe(room, Some(Seq::ZERO)).await;
+        b
+    });
+    read.reached("bob's replay read").await;
+    for i in 3..=12 {
+        post(format!("m{i}")).await;
+    }
+    read.release();
+    let mut b = join(subscribe).await;
+    let r = match b.outbox.recv().await {
+        Outbound::Frame(f) => f.response().clone(),
+        Outbound::Close(c) => panic!("closed: {c:?}"),
+    };
+    b.on_frame(&r);
+    let ServerFrame::Subscribed {
+        entries,
+        latest_seq,
+        gap,
+        ..
+    } = r.frame
+    else {
+        panic!("{r:?}")
+    };
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq.0).collect();
+    assert_eq!(latest_seq, Seq(12));
+    assert_eq!(seqs, (8..=12).collect::<Vec<_>>(), "the newest max_replay");
+    assert_eq!(
+        gap,
+        Some(SeqRange {
+            from: Seq(1),
+            to: Seq(7)
+        })
     );
 }
 

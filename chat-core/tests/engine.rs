@@ -1054,6 +1054,54 @@ async fn a_failed_resubscribe_leaves_the_live_subscription_and_presence_alone() 
     assert_eq!(b.messages(), vec![(room, 1, "still there?".into())]);
 }
 
+/// A subscribe whose reply cannot be queued (its connection is going away) was never counted
+/// online, so dropping it must not count the user's other session out. (Found by review: the
+/// drop took the user offline while their phone was still live.)
+#[tokio::test]
+async fn a_subscribe_whose_reply_cannot_be_queued_leaves_the_users_presence_alone() {
+    let e = engine();
+    let (alice, bob) = (user(&e, "alice").await, user(&e, "bob").await);
+    let room = group(&e, &alice, &[&bob]).await;
+    let mut a = Client::open(&e, &alice);
+    a.subscribe(room).await;
+    let mut phone = Client::open(&e, &bob);
+    phone.subscribe(room).await;
+    a.drain();
+    let (mut laptop, outbox) = e.open_session(bob.clone());
+    drop(outbox);
+    laptop
+        .handle(Request {
+            id: Some(1),
+            frame: ClientFrame::Subscribe {
+                room,
+                since_seq: None,
+            },
+        })
+        .await;
+    let presence = |frames: Vec<chat_core::protocol::Response>| -> Vec<bool> {
+        frames
+            .into_iter()
+            .filter_map(|r| match r.frame {
+                ServerFrame::Presence { online, .. } => Some(online),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        presence(a.drain()),
+        Vec::<bool>::new(),
+        "bob is still online"
+    );
+    let ServerFrame::Members { members, .. } = a.ok(ClientFrame::Members { room }).await else {
+        panic!()
+    };
+    assert!(members.iter().any(|m| m.user.id == bob.user && m.online));
+    // The phone going takes bob offline, once.
+    drop(laptop);
+    drop(phone);
+    assert_eq!(presence(a.drain()), [false]);
+}
+
 #[tokio::test]
 async fn errors_name_the_right_thing_and_leak_nothing() {
     let e = engine_with(Limits {
