@@ -114,6 +114,19 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
     pub max_connections_per_ip: usize,
 
+    /// Seconds an HTTP client has to send a request's head, from connecting or from the end
+    /// of the previous response; so also how long an idle keep-alive connection stays open.
+    /// Bounds a client that opens connections and sends nothing (or a byte at a time). The
+    /// plain HTTP connections are capped like the others (--max-connections and
+    /// --max-connections-per-ip, counted apart from WebSocket and TCP).
+    #[arg(long, env = "CHAT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub http_header_timeout_secs: f64,
+
+    /// Seconds an HTTP request may take from its head to its response, reading its body
+    /// included; longer gets 408 `request_timeout`.
+    #[arg(long, env = "CHAT_HTTP_REQUEST_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub http_request_timeout_secs: f64,
+
     /// Least milliseconds between two writes to one WebSocket or binary TCP connection; what
     /// is queued meanwhile goes out together. 0 writes at once. Under heavy fan-out a few
     /// milliseconds mean fewer, larger writes (less CPU on both ends) for at most that much
@@ -178,6 +191,18 @@ impl Config {
             return Err(
                 "--requests-per-second must be positive and --request-burst at least 1".into(),
             );
+        }
+        for (flag, secs) in [
+            ("--http-header-timeout-secs", self.http_header_timeout_secs),
+            (
+                "--http-request-timeout-secs",
+                self.http_request_timeout_secs,
+            ),
+        ] {
+            // At most a day: a longer "timeout" is a mistake, and Duration must not overflow.
+            if !(secs > 0.0 && secs <= 86_400.0) {
+                return Err(format!("{flag} must be above 0 and at most 86400"));
+            }
         }
         if self.auth_attempts_per_minute == 0 {
             return Err("--auth-attempts-per-minute must be at least 1".into());

@@ -48,6 +48,7 @@ mod api;
 mod assets;
 mod config;
 mod error;
+mod http;
 mod legacy;
 mod pages;
 mod security;
@@ -63,7 +64,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use chat_core::conn::ShutdownSignal;
 use chat_core::{Engine, Limits, Store};
 use security::AuthLimiter;
@@ -109,6 +109,8 @@ pub(crate) struct Settings {
     pub(crate) store_kind: &'static str,
     /// Largest HTTP request body; larger ones get 413.
     pub(crate) max_request_bytes: usize,
+    /// How long an HTTP request may take, its body included; longer gets 408.
+    pub(crate) request_timeout: Duration,
 }
 
 /// A running server.
@@ -182,6 +184,7 @@ impl Server {
                     .map(chat_core::auth::hash_token),
                 store_kind,
                 max_request_bytes: config.max_request_bytes,
+                request_timeout: Duration::from_secs_f64(config.http_request_timeout_secs),
             }),
             sockets: TaskTracker::new(),
             shutdown: ShutdownSignal::new(),
@@ -224,7 +227,18 @@ impl Server {
             admin_api = config.admin_token.is_some(),
             "chat server listening on http://{http_addr}/"
         );
-        let task = tokio::spawn(serve(listener, app, stop.clone(), tcp));
+        let http_limiter = chat_core::conn::ConnLimiter::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+        );
+        let header_timeout = Duration::from_secs_f64(config.http_header_timeout_secs);
+        let task = tokio::spawn(serve(
+            listener,
+            (http_limiter, header_timeout),
+            app,
+            stop.clone(),
+            tcp,
+        ));
         Ok(Server {
             http_addr,
             tcp_addr,
@@ -250,7 +264,8 @@ impl Server {
     }
 
     /// Starts a graceful shutdown: no new connections; WebSockets write what is queued and
-    /// close with 1001 ("going away"); HTTP requests in progress finish.
+    /// close with 1001 ("going away"); HTTP requests in progress finish (within the request
+    /// timeout, at most 10 s).
     pub fn shutdown(&self) {
         self.stop.trigger();
     }
@@ -287,31 +302,14 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, &'static str), E
 /// Serves HTTP until `stop` fires, then shuts everything down in order.
 async fn serve(
     listener: TcpListener,
+    (http_limiter, header_timeout): (chat_core::conn::ConnLimiter, Duration),
     app: AppState,
     stop: ShutdownSignal,
     tcp: Option<JoinHandle<()>>,
 ) {
     let router = router(app.clone());
-    let graceful = {
-        let stop = stop.clone();
-        async move { stop.triggered().await }
-    };
-    // `axum::serve` leaves Nagle's algorithm on. A WebSocket frame is a small write that must
-    // go now: with Nagle, a frame written while the previous one is unacknowledged waits for
-    // that ACK, which the client's delayed ACK may hold back up to 40 ms. The standalone
-    // transports set it themselves; this is the HTTP listener's. (Measured: connect time p50
-    // 11 → 9 ms in the many-rooms load scenario; its delivery latency is within noise, as
-    // a connection there rarely has two frames in flight.)
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful);
+    let timeouts = (header_timeout, app.settings.request_timeout);
+    let served = http::serve(listener, router, http_limiter, timeouts, stop.clone());
 
     // The sockets must be told before axum's graceful shutdown can finish: an upgraded
     // connection lives outside axum's request tracking.
@@ -327,10 +325,7 @@ async fn serve(
             app.engine.shutdown();
         }
     };
-    let (served, ()) = tokio::join!(served, closer);
-    if let Err(e) = served {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    tokio::join!(served, closer);
 
     // Each socket drains its queue and says goodbye within its own deadlines; this bound
     // is a backstop for a peer that never answers.
@@ -401,6 +396,10 @@ fn router(app: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(app.settings.max_request_bytes))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn({
+            let timeout = app.settings.request_timeout;
+            move |req, next| http::request_deadline(timeout, req, next)
+        }))
         .layer(middleware::from_fn(log_request))
         .with_state(app)
 }

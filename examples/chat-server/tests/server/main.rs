@@ -5,6 +5,7 @@
 mod browser;
 mod common;
 mod http;
+mod http_conn;
 mod sockets;
 mod sqlite;
 mod tcp;
