@@ -3,14 +3,16 @@
 
 use crate::Error;
 use crate::close::{CloseCause, linger};
+use crate::config::SIGN_IN_REFUSED;
 use crate::server::Inner;
 use crate::stats::Counters;
 use bytes::{Bytes, BytesMut};
 use chat_core::conn::{CodecChoice, FrameReader, FrameWriter, Inbound, PumpEnd, pump};
-use chat_core::protocol::{ClientFrame, RequestId, ServerFrame};
+use chat_core::protocol::{ClientFrame, HelloAuth, RequestId, ServerFrame};
 use chat_core::{Codec, ErrorCode, Outbox, Outgoing, Request, Session};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -165,8 +167,14 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for BinWriter<W> {
     }
 }
 
-/// Runs a binary connection from its first bytes to its close.
-pub(crate) async fn run<R, W>(server: &Inner, read: R, write: W, accepted: Instant) -> CloseCause
+/// Runs a binary connection from `peer` from its first bytes to its close.
+pub(crate) async fn run<R, W>(
+    server: &Inner,
+    read: R,
+    write: W,
+    accepted: Instant,
+    peer: IpAddr,
+) -> CloseCause
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
@@ -178,7 +186,7 @@ where
     // The length a too-large frame announced, for the error.
     let mut announced = None;
 
-    let cause = match authenticate(server, &mut reader, &mut writer, accepted).await {
+    let cause = match authenticate(server, &mut reader, &mut writer, accepted, peer).await {
         Ok((session, outbox)) => {
             Counters::bump(&c.binary_sessions);
             c.open_binary.fetch_add(1, Ordering::Relaxed);
@@ -218,12 +226,14 @@ where
 /// The first exchange: one frame, which must be a `hello` with `auth`, by `accepted +
 /// auth_timeout`. On failure the client has been sent the error (with the hello's id when it
 /// had one) and the connection is to be closed; a too-large first frame's announced length
-/// comes back with the cause, for the goodbye to name it.
+/// comes back with the cause, for the goodbye to name it. A `hello` with a login or a guest
+/// name is first put to the [`SignInGate`](crate::SignInGate), if there is one.
 async fn authenticate<R, W>(
     server: &Inner,
     reader: &mut BinReader<R>,
     writer: &mut BinWriter<W>,
     accepted: Instant,
+    peer: IpAddr,
 ) -> Result<(Session, Outbox), (CloseCause, Option<u64>)>
 where
     R: AsyncRead + Unpin + Send,
@@ -259,6 +269,21 @@ where
         Ok(Some(Ok(bytes))) => bytes,
     };
     let (id, opened) = match Codec::Postcard.decode_request(&bytes) {
+        // Credentials that cost a password hash (or create a guest) are attempts against the
+        // per-address budget; a refused one is never tried.
+        Ok(Request {
+            id,
+            frame: ClientFrame::Hello(hello),
+        }) if matches!(
+            hello.auth,
+            Some(HelloAuth::Login { .. } | HelloAuth::Guest(_))
+        ) && !config.admit_sign_in(peer) =>
+        {
+            Counters::bump(&c.auth_gated);
+            let answer = writer.send_error(id, ErrorCode::RateLimited, SIGN_IN_REFUSED.into());
+            let _ = tokio::time::timeout(config.write_timeout, answer).await;
+            return Err((CloseCause::Unauthenticated, None));
+        }
         // A `hello` without `auth` is refused by the engine as `unauthenticated`.
         Ok(Request {
             id,

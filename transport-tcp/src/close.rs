@@ -54,7 +54,8 @@ pub enum CloseCause {
     /// discarded: nothing of it was applied.
     Truncated,
     /// The connection did not authenticate: a refused `hello`, a first frame that was not a
-    /// `hello`, sign-in attempts used up, or the authentication timeout.
+    /// `hello`, sign-in attempts used up, an attempt the
+    /// [`SignInGate`](crate::SignInGate) refused, or the authentication timeout.
     Unauthenticated,
     /// Refused: the server holds `max_connections`.
     ServerFull,

@@ -2,12 +2,54 @@
 
 use crate::Error;
 use chat_core::conn::PumpConfig;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Binary frames must stay below 16 MiB so that the first byte of a binary connection (the
 /// high byte of the 4-byte length prefix of its `hello`) is always `0x00`: that byte is how a
 /// connection's mode is told apart from a person typing (see the crate docs).
 pub(crate) const BINARY_FIRST_BYTE_LIMIT: usize = 1 << 24;
+
+/// A budget of sign-in attempts per client address, kept by the application and consulted by
+/// the transport (see [`TcpConfig::sign_in_gate`]).
+///
+/// Why: `line_max_login_attempts` (line mode) and the one `hello` of a binary connection limit
+/// attempts *per connection*, and reconnecting starts afresh, so on their own they let one host
+/// guess passwords as fast as it can reconnect, each guess costing the server a deliberately
+/// slow password hash. A per-address budget has to outlive connections, and an application
+/// that also signs people in elsewhere (an HTTP login form) wants one budget for all of its
+/// doors, so the transport asks the application instead of keeping a budget of its own.
+///
+/// The gate is asked before every attempt that carries credentials: a binary `hello` with a
+/// login or a guest name, a line-mode `/login` or `/nick`. Not before a `hello` with a token:
+/// a token of chat-core's accounts is 256 random bits checked by one SHA-256 and a lookup, not
+/// a slow hash, so guessing one is hopeless and cheap to refuse, while reconnecting clients
+/// resuming with their tokens would otherwise spend the budget people need to type their
+/// passwords.
+///
+/// A refused attempt is not made: the authenticator (and its password hash) is not run, the
+/// client is told (binary: an `error` with code `rate_limited` and the hello's id; line mode:
+/// `! too many sign-in attempts from your address; try again later`), and the connection is
+/// closed.
+pub trait SignInGate: Send + Sync + 'static {
+    /// Whether a client at `peer` may make one more sign-in attempt now. Taking one attempt
+    /// from the budget is this method's job: it is called once per attempt, on the connection's
+    /// task, so it should not block.
+    fn admit(&self, peer: IpAddr) -> bool;
+}
+
+/// What a client refused by the [`SignInGate`] is told (line mode prefixes it with `! `).
+pub(crate) const SIGN_IN_REFUSED: &str =
+    "too many sign-in attempts from your address; try again later";
+
+/// Printed as `SignInGate`: the gate's state (e.g. every address it tracks) is not
+/// configuration, and [`TcpConfig`] is `Debug`.
+impl std::fmt::Debug for dyn SignInGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignInGate")
+    }
+}
 
 /// The transport's configuration. `TcpConfig::default()` is meant to be safe on the public
 /// internet; every field says what it guards against.
@@ -53,6 +95,11 @@ pub struct TcpConfig {
     /// Every password attempt costs the server an argon2 hash; this (with the per-address
     /// connection cap) bounds what one connection can make it spend.
     pub line_max_login_attempts: u32,
+    /// Asked before every sign-in attempt that carries credentials (a password or a guest
+    /// name), in both modes, with the client's address; see [`SignInGate`]. Default `None`:
+    /// no per-address budget, only the per-connection limits above. Set it on a public
+    /// server, to the same budget the application's other sign-in paths use.
+    pub sign_in_gate: Option<Arc<dyn SignInGate>>,
 
     /// Most open connections, in both modes and including those not yet authenticated.
     /// Default 10 000. Beyond it, a new connection gets a "server full" error (a frame or a
@@ -119,6 +166,7 @@ impl Default for TcpConfig {
             auth_timeout: Duration::from_secs(10),
             line_auth_timeout: Duration::from_secs(60),
             line_max_login_attempts: 3,
+            sign_in_gate: None,
             max_connections: 10_000,
             max_connections_per_ip: 64,
             keepalive_interval: Duration::from_secs(25),
@@ -179,6 +227,13 @@ impl TcpConfig {
             return bad("the banner must be one line without control characters");
         }
         Ok(())
+    }
+
+    /// Whether a sign-in attempt from `peer` may go ahead: always without a gate.
+    pub(crate) fn admit_sign_in(&self, peer: IpAddr) -> bool {
+        self.sign_in_gate
+            .as_ref()
+            .is_none_or(|gate| gate.admit(peer))
     }
 
     /// The session pump's deadlines for a binary connection.

@@ -41,7 +41,9 @@
 //! `chat_core::protocol::Request` from the client, a `Response` from the server (tokio-util's
 //! `LengthDelimitedCodec`). The first frame must be a `hello` with `auth` (token, login, or a
 //! guest name where `Limits::allow_guests`), within [`TcpConfig::auth_timeout`] of
-//! connecting; it is answered with `welcome`, or with an `error` and the close. A length
+//! connecting; it is answered with `welcome`, or with an `error` and the close (`rate_limited`
+//! when a login or guest name is refused by the [`TcpConfig::sign_in_gate`], the
+//! application's per-address budget of sign-in attempts: see [`SignInGate`]). A length
 //! prefix over `max_frame_bytes` gets a `bad_frame` error and the close, without anything of
 //! that length being allocated. A stream that ends inside a frame is closed; the partial frame
 //! is never decoded, so nothing of it is applied.
@@ -59,7 +61,8 @@
 //! `/history`, `/help`, `/quit`); a plain line is said in the current room, and a room's
 //! messages print as `[room] user: text`. `/create` makes a **public** room (so that others
 //! can `/join` it by name) and enters it; `/join` joins a public room by name or id (or enters
-//! one of the user's own rooms) and makes it the current room. A line over
+//! one of the user's own rooms) and makes it the current room. `/login` and `/nick` are put to
+//! the [`SignInGate`], if there is one, as a binary `hello` is. A line over
 //! [`TcpConfig::max_line_bytes`] or one that is not UTF-8 gets an error line and is discarded;
 //! the connection stays usable. Everything from other users is passed through [`sanitize`]:
 //! no control character or escape sequence reaches the terminal.
@@ -108,7 +111,7 @@ mod server;
 mod stats;
 
 pub use close::CloseCause;
-pub use config::TcpConfig;
+pub use config::{SignInGate, TcpConfig};
 pub use line::sanitize;
 pub use server::{Mode, TcpServer, serve};
 pub use stats::TcpStats;

@@ -10,7 +10,7 @@ use chat_core::protocol::ServerFrame;
 use chat_core::{Codec, Engine, Outgoing};
 use std::future::Future;
 use std::io::Cursor;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -173,7 +173,7 @@ impl TcpServer {
             peer,
             move |tcp, permit| {
                 async move {
-                    serving.connection(tcp, permit).await;
+                    serving.connection(tcp, permit, peer.ip()).await;
                 }
                 .instrument(tracing::debug_span!("tcp", %peer))
             },
@@ -193,13 +193,13 @@ impl TcpServer {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         match self.inner.limiter.try_acquire(peer.ip()) {
-            Ok(permit) => self.connection(io, permit).await,
+            Ok(permit) => self.connection(io, permit, peer.ip()).await,
             Err(why) => self.refuse(io, why).await,
         }
     }
 
-    /// Waits for the first byte, then runs the connection in the mode it chose.
-    async fn connection<S>(&self, io: S, permit: ConnPermit) -> CloseCause
+    /// Waits for the first byte, then runs the connection from `peer` in the mode it chose.
+    async fn connection<S>(&self, io: S, permit: ConnPermit, peer: IpAddr) -> CloseCause
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
@@ -226,8 +226,8 @@ impl TcpServer {
                 // The byte is read again by the mode's framing, ahead of the rest.
                 let read = Cursor::new(first).chain(read);
                 match Mode::detect(first[0]) {
-                    Mode::Binary => binary::run(inner, read, write, accepted).await,
-                    Mode::Line => line::run(inner, read, write, accepted).await,
+                    Mode::Binary => binary::run(inner, read, write, accepted, peer).await,
+                    Mode::Line => line::run(inner, read, write, accepted, peer).await,
                 }
             }
         };

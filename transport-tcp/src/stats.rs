@@ -41,6 +41,9 @@ counters! {
     /// Failed authentications: a binary `hello` refused (or a first frame that was not a
     /// `hello`), or a line-mode connection out of sign-in attempts.
     auth_failed,
+    /// Sign-in attempts the `sign_in_gate` refused (each closed its connection). Not counted
+    /// in `auth_failed`: these attempts were never made.
+    auth_gated,
     /// Connections that did not authenticate within `auth_timeout` / `line_auth_timeout`
     /// (including those that never sent a byte).
     auth_timeout,

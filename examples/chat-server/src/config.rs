@@ -134,8 +134,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_FLUSH_INTERVAL_MS", default_value_t = 0)]
     pub flush_interval_ms: u64,
 
-    /// Sign-in, registration and guest attempts per minute from one client address; more get
-    /// 429. Each attempt costs a deliberately slow password hash.
+    /// Sign-in, registration and guest attempts per minute from one client address, over HTTP
+    /// and TCP together (a TCP `/login`, `/nick` or `hello` with a login or guest name counts
+    /// too); more get 429 (HTTP) or `rate_limited` and the close (TCP). Each attempt costs a
+    /// deliberately slow password hash.
     #[arg(long, env = "CHAT_AUTH_ATTEMPTS_PER_MINUTE", default_value_t = 30)]
     pub auth_attempts_per_minute: u32,
 

@@ -213,6 +213,8 @@ impl Server {
             tcp_config.max_connections = config.max_connections;
             tcp_config.max_connections_per_ip = config.max_connections_per_ip;
             tcp_config.flush_interval = Duration::from_millis(config.flush_interval_ms);
+            // TCP sign-ins spend the same per-address budget as HTTP ones.
+            tcp_config.sign_in_gate = Some(app.auth_limiter.clone());
             let (task, addr) =
                 tcp::serve_tcp(engine.clone(), config.tcp_addr, tcp_config, stop.clone()).await?;
             tracing::info!(%addr, "chat server listening on tcp://{addr} (binary and line mode)");

@@ -9,7 +9,8 @@
 //!   browser's cookie policy, and also covers same-site (sibling subdomain) attackers, which
 //!   SameSite does not.
 //! - [`AuthLimiter`]: sign-in attempts per client address, because each one costs an argon2
-//!   hash (tens of milliseconds and 19 MiB) by design.
+//!   hash (tens of milliseconds and 19 MiB) by design. One budget for HTTP and TCP sign-ins:
+//!   it is also the TCP transport's `SignInGate`.
 
 use crate::AppState;
 use crate::config::Config;
@@ -215,6 +216,19 @@ impl AuthLimiter {
 
     /// Takes one attempt for `ip`, or refuses with 429.
     pub(crate) fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if self.try_take(ip) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many sign-in attempts from your address; wait a minute",
+            ))
+        }
+    }
+
+    /// Takes one attempt for `ip`; `false` if its budget is spent.
+    pub(crate) fn try_take(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED {
@@ -231,15 +245,16 @@ impl AuthLimiter {
             )
         });
         *last = now;
-        if bucket.try_take() {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many sign-in attempts from your address; wait a minute",
-            ))
-        }
+        bucket.try_take()
+    }
+}
+
+/// The TCP transport's sign-ins (binary `hello` with a login or guest name, line-mode
+/// `/login` and `/nick`) take from the same per-address budget as the HTTP ones, so that
+/// reconnecting over TCP is no way around it.
+impl transport_tcp::SignInGate for AuthLimiter {
+    fn admit(&self, peer: IpAddr) -> bool {
+        self.try_take(peer)
     }
 }
 

@@ -38,6 +38,7 @@ pub use render::sanitize;
 
 use crate::Error;
 use crate::close::{CloseCause, linger};
+use crate::config::SIGN_IN_REFUSED;
 use crate::server::Inner;
 use crate::stats::Counters;
 use bytes::Bytes;
@@ -49,6 +50,7 @@ use command::{Command, Target};
 use futures_util::StreamExt;
 use render::{Enter, Followup, Outcome, Pending, State};
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -500,8 +502,14 @@ async fn say<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Runs a line-mode connection from its first bytes to its close.
-pub(crate) async fn run<R, W>(server: &Inner, read: R, write: W, accepted: Instant) -> CloseCause
+/// Runs a line-mode connection from `peer` from its first bytes to its close.
+pub(crate) async fn run<R, W>(
+    server: &Inner,
+    read: R,
+    write: W,
+    accepted: Instant,
+    peer: IpAddr,
+) -> CloseCause
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
@@ -515,7 +523,7 @@ where
     let mut out = BufWriter::new(write);
     let c = &server.counters;
 
-    let cause = match sign_in(server, &mut lines, &mut out, accepted).await {
+    let cause = match sign_in(server, &mut lines, &mut out, accepted, peer).await {
         Ok((session, outbox)) => {
             Counters::bump(&c.line_sessions);
             c.open_line.fetch_add(1, Ordering::Relaxed);
@@ -592,12 +600,14 @@ where
 
 /// The sign-in loop: the banner at the first line, then `/login`, `/nick`, `/help`, `/quit`
 /// until the user is signed in, within `line_auth_timeout` of connecting and
-/// `line_max_login_attempts` attempts.
+/// `line_max_login_attempts` attempts, each of which the
+/// [`SignInGate`](crate::SignInGate), if there is one, must admit first.
 async fn sign_in<R, W>(
     server: &Inner,
     lines: &mut FramedRead<R, LineCodec>,
     out: &mut BufWriter<W>,
     accepted: Instant,
+    peer: IpAddr,
 ) -> Result<(Session, Outbox), CloseCause>
 where
     R: AsyncRead + Unpin + Send,
@@ -683,6 +693,15 @@ where
             say(out, &text, config.write_timeout).await?;
         }
         let Some(auth) = auth else { continue };
+        // `/login` and `/nick` both carry credentials: each is an attempt against the
+        // per-address budget, and a refused one is never tried.
+        if !config.admit_sign_in(peer) {
+            Counters::bump(&c.auth_gated);
+            let mut text = String::new();
+            render::error(&mut text, SIGN_IN_REFUSED);
+            say(out, &text, config.write_timeout).await?;
+            return Err(CloseCause::Unauthenticated);
+        }
         let hello = Hello {
             version: PROTOCOL_VERSION,
             auth: Some(auth),

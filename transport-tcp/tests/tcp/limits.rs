@@ -3,9 +3,12 @@
 use crate::common::*;
 use chat_core::protocol::{ClientFrame, HelloAuth, ServerFrame};
 use chat_core::{ErrorCode, Limits};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
-use transport_tcp::TcpConfig;
+use transport_tcp::{SignInGate, TcpConfig};
 
 #[tokio::test]
 async fn a_binary_client_that_never_reads_is_cut_off_and_everyone_else_gets_everything() {
@@ -209,4 +212,131 @@ async fn an_idle_line_client_is_told_and_closed() {
         ["! disconnected: idle for too long"]
     );
     assert_eq!(h.server.stats().closed_idle, 1);
+}
+
+/// A [`SignInGate`] that admits `budget` attempts, then refuses every one; it records who
+/// asked.
+struct Budget {
+    left: AtomicU32,
+    asked: Mutex<Vec<IpAddr>>,
+}
+
+impl Budget {
+    fn new(budget: u32) -> Arc<Budget> {
+        Arc::new(Budget {
+            left: AtomicU32::new(budget),
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn asked(&self) -> Vec<IpAddr> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl SignInGate for Budget {
+    fn admit(&self, peer: IpAddr) -> bool {
+        self.asked.lock().unwrap().push(peer);
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+const REFUSED: &str = "too many sign-in attempts from your address; try again later";
+
+fn gated(gate: &Arc<Budget>) -> TcpConfig {
+    let mut config = TcpConfig::default();
+    config.sign_in_gate = Some(gate.clone());
+    config
+}
+
+fn loopback(n: usize) -> Vec<IpAddr> {
+    vec![IpAddr::from([127, 0, 0, 1]); n]
+}
+
+#[tokio::test]
+async fn line_mode_sign_ins_spend_the_gate_budget_across_connections() {
+    let gate = Budget::new(2);
+    let h = Harness::start_with(gated(&gate), guest_limits()).await;
+    h.engine
+        .accounts()
+        .register("erin", "correct horse battery")
+        .await
+        .unwrap();
+
+    // One attempt, and a line that is not one (`/help` asks nothing of the gate).
+    let mut first = LineClient::connect(h.addr).await;
+    first.send("/login erin wrong").await;
+    first.expect("! invalid username or password").await;
+    first.send("/help").await;
+    first.expect_prefix("*   anything else").await;
+    assert_eq!(gate.asked(), loopback(1));
+    // A new connection does not start a new budget: a guest name is the second attempt …
+    let mut guest = h.line("visitor").await;
+    // … and the budget is spent: the right password is refused without being tried.
+    let mut c = LineClient::connect(h.addr).await;
+    c.send("/login erin correct horse battery").await;
+    let lines = c.until_closed().await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(&*format!("! {REFUSED}"))
+    );
+    assert!(!lines.iter().any(|l| l.contains("signed in")), "{lines:?}");
+    // So is a guest name, on the connection that still had attempts of its own.
+    first.send("/nick ghost").await;
+    assert_eq!(first.until_closed().await, [format!("! {REFUSED}")]);
+
+    assert_eq!(gate.asked(), loopback(4));
+    let stats = h.server.stats();
+    assert_eq!((stats.auth_gated, stats.auth_failed), (2, 0));
+    assert_eq!(stats.line_sessions, 1);
+    guest.send("/rooms").await;
+    guest.expect_prefix("* you are in no rooms yet").await;
+}
+
+#[tokio::test]
+async fn a_binary_hello_with_credentials_is_refused_once_the_gate_budget_is_spent() {
+    let gate = Budget::new(1);
+    let h = Harness::start_with(gated(&gate), guest_limits()).await;
+    h.engine
+        .accounts()
+        .register("erin", "correct horse battery")
+        .await
+        .unwrap();
+    let login = |password: &str| {
+        hello(HelloAuth::Login {
+            username: "erin".into(),
+            password: password.into(),
+        })
+    };
+
+    let mut c = BinClient::connect(h.addr).await;
+    c.send(Some(1), login("wrong")).await;
+    let (id, code, _) = c.closed_with_error().await;
+    assert_eq!((id, code), (Some(1), ErrorCode::InvalidCredentials));
+    // The budget is spent: the right password is refused without being tried, and so is a
+    // guest name, each with the hello's id, then the close.
+    for auth in [
+        login("correct horse battery"),
+        hello(HelloAuth::Guest("g".into())),
+    ] {
+        let mut c = BinClient::connect(h.addr).await;
+        c.send(Some(7), auth).await;
+        let refused = c.closed_with_error().await;
+        assert_eq!(
+            refused,
+            (Some(7), ErrorCode::RateLimited, REFUSED.to_string())
+        );
+    }
+    assert_eq!(gate.asked(), loopback(3));
+    // A token is not a guessable credential: the gate is not asked.
+    let (_, token) = h.user("frank").await;
+    let mut b = h.binary(&token).await;
+    assert_eq!(b.ok(ClientFrame::Ping).await, ServerFrame::Pong);
+    assert_eq!(gate.asked(), loopback(3));
+
+    let stats = h.server.stats();
+    assert_eq!((stats.auth_gated, stats.auth_failed), (2, 1));
+    assert_eq!(stats.binary_sessions, 1);
 }

@@ -86,3 +86,55 @@ async fn a_line_mode_user_and_a_web_user_chat_in_one_room() {
     assert_eq!(bodies, ["hi from the browser", "hello from nc"]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn tcp_and_http_sign_ins_share_one_budget_per_address() {
+    let s = start_with(&[
+        "chat-server",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--memory",
+        "--auth-attempts-per-minute",
+        "3",
+    ])
+    .await;
+    // Attempts 1 and 2, over HTTP: a registration and a wrong password.
+    s.register("bob").await;
+    let login = |password: &str| json!({"username": "bob", "password": password});
+    let wrong = s.post("/api/login", None, login("wrong horse")).await;
+    assert_error(&wrong, 401, "invalid_credentials");
+
+    // Attempt 3, over TCP line mode; then the budget is spent, and the right password is
+    // refused without being tried, and the connection closed.
+    let tcp = TcpStream::connect(s.server.tcp_addr().expect("tcp is on"))
+        .await
+        .unwrap();
+    let (read, mut write) = tcp.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"/login bob wrong horse\n").await.unwrap();
+    line_with(&mut lines, "! invalid username or password").await;
+    write
+        .write_all(b"/login bob correct horse\n")
+        .await
+        .unwrap();
+    let rest = tokio::time::timeout(PATIENCE, async {
+        let mut rest = Vec::new();
+        while let Some(line) = lines.next_line().await.expect("read") {
+            rest.push(line);
+        }
+        rest
+    })
+    .await
+    .expect("the server closes the connection");
+    assert_eq!(
+        rest,
+        ["! too many sign-in attempts from your address; try again later"]
+    );
+
+    // HTTP sees the same spent budget.
+    let refused = s.post("/api/login", None, login("correct horse")).await;
+    assert_error(&refused, 429, "rate_limited");
+    s.stop().await;
+}
