@@ -550,8 +550,15 @@ impl Session {
                     }
                     return Ok(());
                 }
-                // Kicked or closed while we read; the `unsubscribed` frame says which.
-                FinishOutcome::Removed => return Err(Error::NotMember(room)),
+                // Removed while we read (kicked, left, the room deleted, or the session
+                // closed); the `unsubscribed` frame says which. The error says it too: a
+                // deleted room is `room_not_found`, as it would be for the next subscribe.
+                FinishOutcome::Removed => {
+                    return Err(match store.room(room).await {
+                        Ok(None) => Error::RoomNotFound(room),
+                        _ => Error::NotMember(room),
+                    });
+                }
                 // Without `since_seq` the client wants only what comes next: start there.
                 FinishOutcome::Behind(last) if since.is_none() => history_last = last,
                 // The room moved on while we read; the rest is committed, so read it too —

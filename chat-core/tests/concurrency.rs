@@ -1658,6 +1658,58 @@ async fn a_replay_that_falls_behind_while_reading_stays_within_max_replay() {
     );
 }
 
+/// A subscribe whose room is deleted while it reads: `unsubscribed` (deleted), and the reply
+/// is `room_not_found` — what the next subscribe would get — not `not_member`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscribe_cut_short_by_the_rooms_deletion_says_room_not_found() {
+    let store = Arc::new(GatedStore::default());
+    let e = Engine::builder(store.clone()).limits(limits()).build();
+    let alice = user(&e, "alice").await;
+    let bob = user(&e, "bob").await;
+    let room = group(&e, &alice, &[&bob]).await;
+    e.publish(Author::User(alice.clone()), room, "one".into(), None)
+        .await
+        .unwrap();
+    let mut read = store.hold_next_history();
+    let (mut session, mut outbox) = e.open_session(bob.clone());
+    let subscribe = tokio::spawn(async move {
+        session
+            .handle(Request {
+                id: Some(1),
+                frame: ClientFrame::Subscribe {
+                    room,
+                    since_seq: Some(Seq::ZERO),
+                },
+            })
+            .await;
+        session
+    });
+    read.reached("bob's replay read").await;
+    e.delete_room(Some(&alice), room).await.unwrap();
+    read.release();
+    let _session = join(subscribe).await;
+    let mut frames = Vec::new();
+    while let Some(f) = outbox.try_recv() {
+        frames.push(f.response().clone());
+    }
+    let unsubscribed = ServerFrame::Unsubscribed {
+        room,
+        reason: chat_core::protocol::UnsubscribeReason::Deleted,
+    };
+    assert!(frames.iter().any(|r| r.frame == unsubscribed), "{frames:?}");
+    let reply = frames.iter().find(|r| r.id == Some(1)).expect("a reply");
+    assert!(
+        matches!(
+            reply.frame,
+            ServerFrame::Error {
+                code: ErrorCode::RoomNotFound,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+}
+
 /// The interleaving above without any gate: rooms nobody is subscribed to get several
 /// subscribers at once while messages are being posted, on a store that answers a little late
 /// (it yields to the scheduler before returning, as a store on another thread would). Every
