@@ -121,8 +121,9 @@ pub struct Config {
     #[arg(long, env = "CHAT_FLUSH_INTERVAL_MS", default_value_t = 0)]
     pub flush_interval_ms: u64,
 
-    /// Sign-in, registration and guest attempts per minute from one client address; more get
-    /// 429. Each attempt costs a deliberately slow password hash.
+    /// Sign-in, registration and guest attempts per minute from one client address (an IPv4
+    /// address or an IPv6 /64); more get 429. Each attempt costs a deliberately slow password
+    /// hash.
     #[arg(long, env = "CHAT_AUTH_ATTEMPTS_PER_MINUTE", default_value_t = 30)]
     pub auth_attempts_per_minute: u32,
 
