@@ -627,12 +627,15 @@ pub(crate) struct PublishReq {
 /// - `{room, body}` posts a stored message as `system` into the room → 201 `{room, seq}`;
 /// - `{username, body}` sends a notice (not stored) to that user's live sessions → 200
 ///   `{delivered}` (sessions on this node).
+///
+/// The token is checked before the body is read, so whoever has no token learns nothing
+/// about the body's rules (and costs no JSON parsing).
 pub(crate) async fn admin_publish(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<PublishReq>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    check_admin(&app, &headers)?;
+    check_admin(&app, req.headers())?;
+    let ApiJson(req) = ApiJson::<PublishReq>::from_request(req, &app).await?;
     match (req.room, req.username) {
         (Some(room), None) => {
             let a = app

@@ -657,6 +657,61 @@ async fn the_admin_api_publishes_with_the_right_token_only() {
 }
 
 #[tokio::test]
+async fn the_admin_token_is_checked_before_the_body() {
+    let token = "an-admin-token-of-some-length";
+    let s = start(&["--admin-token", token]).await;
+    let url = s.url("/api/admin/publish");
+    let send =
+        |req: reqwest::RequestBuilder| async move { decode(req.send().await.unwrap()).await };
+    assert_error(&send(s.http.post(&url)).await, 401, "unauthenticated");
+    assert_error(
+        &send(
+            s.http
+                .post(&url)
+                .header("Content-Type", "text/plain")
+                .body("hi"),
+        )
+        .await,
+        401,
+        "unauthenticated",
+    );
+    assert_error(
+        &send(
+            s.http
+                .post(&url)
+                .bearer_auth("wrong-token")
+                .json(&json!({})),
+        )
+        .await,
+        401,
+        "invalid_token",
+    );
+    // With the right token, the body is read.
+    assert_error(
+        &send(s.http.post(&url).bearer_auth(token)).await,
+        415,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &send(s.http.post(&url).bearer_auth(token).json(&json!({}))).await,
+        400,
+        "invalid_request",
+    );
+    s.stop().await;
+
+    let s = start(&[]).await;
+    let url = s.url("/api/admin/publish");
+    let bad_body = s
+        .http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body("{not json");
+    assert_error(&send(bad_body).await, 403, "admin_disabled");
+    assert_error(&send(s.http.post(&url)).await, 403, "admin_disabled");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_gets_the_right_status_and_a_json_error() {
     let s = start(&["--max-request-bytes", "40000"]).await;
     let alice = s.register("alice").await;
