@@ -566,6 +566,14 @@ async fn status_and_health() {
     assert_eq!(status["connected_clients"], 1);
     assert_eq!(status["sessions"], 1);
     assert_eq!(status["rooms"], 1);
+    assert_eq!(status["websocket_connections"], 1);
+
+    // The legacy socket is a WebSocket connection too (its first frame means it is running).
+    let mut legacy = s.ws(&format!("/chatsocket/{room}"), &alice).await;
+    assert_eq!(legacy.next().await["type"], "subscribed");
+    let (_, status) = s.get("/status", None).await;
+    assert_eq!(status["sessions"], 2);
+    assert_eq!(status["websocket_connections"], 2);
     s.stop().await;
 }
 
