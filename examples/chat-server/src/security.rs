@@ -10,6 +10,8 @@
 //!   SameSite does not.
 //! - [`AuthLimiter`]: sign-in attempts per client address (an IPv4 address or an IPv6 /64),
 //!   because each one costs an argon2 hash (tens of milliseconds and 19 MiB) by design.
+//! - [`WriteLimiter`] (through the [`Writer`] extractor): HTTP writes per user, at the rate a
+//!   WebSocket session may send requests.
 
 use crate::AppState;
 use crate::config::Config;
@@ -19,9 +21,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chat_core::Identity;
 use chat_core::conn::IpKey;
 use chat_core::ratelimit::TokenBucket;
+use chat_core::{Identity, Limits, UserId};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -355,6 +357,60 @@ impl AuthLimiter {
     }
 }
 
+/// HTTP requests that change something (posting messages, creating rooms, invites, …), per
+/// signed-in user: a token bucket with the rate and burst a WebSocket session has
+/// (`--requests-per-second`, `--request-burst`), shared by all of the user's HTTP clients.
+/// Without it, a script with a token could post as fast as the store writes, around the
+/// limit its sockets have. At most [`MAX_TRACKED`] users are tracked at once, as
+/// [`KeyedLimiter`] says; a user's bucket is full again, and forgotten, at most `burst / rate`
+/// seconds after their last write (2 s by default).
+#[derive(Debug)]
+pub(crate) struct WriteLimiter(KeyedLimiter<UserId>);
+
+impl WriteLimiter {
+    pub(crate) fn new(limits: &Limits) -> WriteLimiter {
+        WriteLimiter::with_cap(limits, MAX_TRACKED)
+    }
+
+    fn with_cap(limits: &Limits, cap: usize) -> WriteLimiter {
+        WriteLimiter(KeyedLimiter::new(
+            limits.requests_per_second,
+            limits.request_burst,
+            cap,
+        ))
+    }
+
+    /// Takes one write for `user`, or refuses with 429 `rate_limited`.
+    pub(crate) fn check(&self, user: UserId) -> Result<(), ApiError> {
+        self.0.take(user).map_err(|why| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                match why {
+                    Denied::Limited => "too many requests; slow down",
+                    Denied::NoRoom => "the server is busy; try again in a moment",
+                },
+            )
+        })
+    }
+}
+
+/// The signed-in user of a request that changes something, with one write taken from their
+/// [`WriteLimiter`] bucket: 401 without a user, then 429 `rate_limited` past the limit, both
+/// before the body is read.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer(pub(crate) CurrentUser);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let user = CurrentUser::from_request_parts(parts, app).await?;
+        app.write_limiter.check(user.identity.user)?;
+        Ok(Writer(user))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +545,38 @@ mod tests {
         tokio::time::advance(Duration::from_secs(20)).await;
         assert!(l.check(attacker).is_ok());
         assert!(l.check(attacker).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_are_limited_per_user_at_the_session_rate() {
+        let limits = Limits {
+            requests_per_second: 2.0,
+            request_burst: 4.0,
+            ..Limits::default()
+        };
+        let l = WriteLimiter::with_cap(&limits, 8);
+        let (alice, bob) = (UserId(1), UserId(2));
+        for _ in 0..4 {
+            assert!(l.check(alice).is_ok());
+        }
+        let e = l.check(alice).unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_ref()),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        assert!(l.check(bob).is_ok(), "another user has their own bucket");
+        // Others writing cannot reset alice's bucket, and the map stays bounded.
+        for i in 3..100 {
+            assert!(l.check(UserId(i)).is_ok());
+        }
+        assert!(l.check(alice).is_err());
+        assert!(l.0.tracked() <= 8);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(
+            l.check(alice).is_ok(),
+            "the rate refills one write in half a second"
+        );
+        assert!(l.check(alice).is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -975,6 +975,78 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
 }
 
 #[tokio::test]
+async fn http_writes_are_rate_limited_per_user() {
+    // A burst of 3 and one more write every 100 s: nothing refills during the test.
+    let s = start(&["--request-burst", "3", "--requests-per-second", "0.01"]).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let (st, room) = s
+        .post(
+            "/api/rooms",
+            Some(&alice),
+            json!({"name": "r", "kind": "public"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{room}");
+    let room = room["room"]["id"].as_u64().unwrap();
+    let path = format!("/api/rooms/{room}/messages");
+    for i in 0..2 {
+        let (st, body) = s
+            .post(&path, Some(&alice), json!({"body": format!("m{i}")}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+    }
+    assert_error(
+        &s.post(&path, Some(&alice), json!({"body": "one too many"}))
+            .await,
+        429,
+        "rate_limited",
+    );
+    assert_error(
+        &s.post(
+            "/api/direct",
+            Some(&alice),
+            json!({"to": "bob", "body": "psst"}),
+        )
+        .await,
+        429,
+        "rate_limited",
+    );
+    // Before the body is read: a malformed one is refused the same way.
+    let r = s
+        .http
+        .post(s.url(&path))
+        .header("Cookie", alice.cookie())
+        .header("Content-Type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_error(&decode(r).await, 429, "rate_limited");
+
+    // Reads are not limited, and the refused posts were not stored.
+    let (st, page) = s
+        .get(&format!("/api/rooms/{room}/history"), Some(&alice))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2, "{page}");
+    // Another user has a bucket of their own.
+    let (st, _) = s
+        .post(&format!("/api/rooms/{room}/join"), Some(&bob), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = s.post(&path, Some(&bob), json!({"body": "hi"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    // Without a token it is 401, not 429.
+    assert_error(
+        &s.post(&path, None, json!({"body": "x"})).await,
+        401,
+        "unauthenticated",
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn sign_in_attempts_are_rate_limited() {
     let s = start(&["--auth-attempts-per-minute", "2"]).await;
     let login = || {
