@@ -26,12 +26,22 @@ impl TokenBucket {
         }
     }
 
+    /// The tokens the bucket holds now (refill included), without taking any. A bucket that
+    /// holds `burst` is indistinguishable from a new one.
+    pub fn available(&self) -> f64 {
+        self.level_at(Instant::now())
+    }
+
+    fn level_at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * self.rate).min(self.burst)
+    }
+
     /// Takes one token if there is one.
     pub fn try_take(&mut self) -> bool {
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = self.level_at(now);
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -55,7 +65,9 @@ mod tests {
         assert!(b.try_take());
         assert!(!b.try_take());
         tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(b.available(), 3.0, "refill is capped at the burst");
         let taken = (0..10).filter(|_| b.try_take()).count();
         assert_eq!(taken, 3, "refill is capped at the burst");
+        assert!(b.available() < 1.0);
     }
 }

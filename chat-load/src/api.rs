@@ -59,6 +59,10 @@ impl Api {
                     " (start chat-server with a higher --auth-attempts-per-minute)"
                 }
                 403 if path.starts_with("/api/guest") => " (start chat-server with --guests)",
+                429 => {
+                    " (HTTP writes are limited per user: start chat-server with a higher \
+                     --request-burst and --requests-per-second)"
+                }
                 _ => "",
             };
             return Err(LoadError::Api {

@@ -7,7 +7,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::security::{CurrentUser, clear_cookie, session_cookie};
+use crate::security::{CurrentUser, Writer, clear_cookie, session_cookie};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -293,7 +293,7 @@ pub(crate) struct CreateRoom {
 /// `POST /api/rooms` `{name, kind?}` (`group`, the default, or `public`) → 201 `{room}`.
 pub(crate) async fn create_room(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiJson(req): ApiJson<CreateRoom>,
 ) -> Result<Response, ApiError> {
     let kind = req.kind.unwrap_or(chat_core::RoomKind::Group);
@@ -349,7 +349,7 @@ pub(crate) async fn room(
 /// `POST /api/rooms/{id}/join` → `{room}` (public rooms only).
 pub(crate) async fn join(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<Response, ApiError> {
     let room = app.engine.join(&user.identity, RoomId(id)).await?;
@@ -362,7 +362,7 @@ pub(crate) async fn join(
 /// `POST /api/rooms/{id}/leave` → 204.
 pub(crate) async fn leave(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<Response, ApiError> {
     app.engine.leave(&user.identity, RoomId(id)).await?;
@@ -429,7 +429,7 @@ pub(crate) struct SendReq {
 /// once stored; delivered live to every subscriber.
 pub(crate) async fn send(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiPath(id): ApiPath<u64>,
     ApiJson(req): ApiJson<SendReq>,
 ) -> Result<Response, ApiError> {
@@ -456,7 +456,7 @@ pub(crate) struct MarkRead {
 /// `POST /api/rooms/{id}/read` `{seq}` → `{room, read_seq, latest_seq, unread}`.
 pub(crate) async fn mark_read(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiPath(id): ApiPath<u64>,
     ApiJson(req): ApiJson<MarkRead>,
 ) -> Result<Response, ApiError> {
@@ -513,7 +513,7 @@ pub(crate) async fn make_invite(
 /// unlimited by default) → 201 `{code, url, room, expires_at, max_uses, uses}`.
 pub(crate) async fn create_invite(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiPath(id): ApiPath<u64>,
     JsonOrEmpty(req): JsonOrEmpty<InviteReq>,
 ) -> Result<Response, ApiError> {
@@ -551,7 +551,7 @@ pub(crate) async fn invite(
 /// `POST /api/invites/{code}/redeem` → `{room}`: joins the room.
 pub(crate) async fn redeem_invite(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiPath(code): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let room = app.engine.redeem_invite(&user.identity, &code).await?;
@@ -579,7 +579,7 @@ pub(crate) struct DirectReq {
 /// `{seq, duplicate}`, or `null` without a body).
 pub(crate) async fn direct(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiJson(req): ApiJson<DirectReq>,
 ) -> Result<Response, ApiError> {
     let (room, sent) = match req.body {
@@ -627,12 +627,15 @@ pub(crate) struct PublishReq {
 /// - `{room, body}` posts a stored message as `system` into the room → 201 `{room, seq}`;
 /// - `{username, body}` sends a notice (not stored) to that user's live sessions → 200
 ///   `{delivered}` (sessions on this node).
+///
+/// The token is checked before the body is read, so whoever has no token learns nothing
+/// about the body's rules (and costs no JSON parsing).
 pub(crate) async fn admin_publish(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(req): ApiJson<PublishReq>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    check_admin(&app, &headers)?;
+    check_admin(&app, req.headers())?;
+    let ApiJson(req) = ApiJson::<PublishReq>::from_request(req, &app).await?;
     match (req.room, req.username) {
         (Some(room), None) => {
             let a = app

@@ -97,11 +97,14 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_REQUEST_BYTES", default_value_t = 64 * 1024)]
     pub max_request_bytes: usize,
 
-    /// Requests per second one WebSocket session may sustain.
+    /// Requests per second one WebSocket session may sustain; also the HTTP writes per
+    /// second one user may sustain (posting, creating rooms and invites, joining, …; more
+    /// get 429).
     #[arg(long, env = "CHAT_REQUESTS_PER_SECOND", default_value_t = 20.0)]
     pub requests_per_second: f64,
 
-    /// Requests one WebSocket session may send in a burst above the sustained rate.
+    /// Requests one WebSocket session may send in a burst above the sustained rate; also
+    /// the burst of one user's HTTP writes.
     #[arg(long, env = "CHAT_REQUEST_BURST", default_value_t = 40.0)]
     pub request_burst: f64,
 
@@ -134,10 +137,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_FLUSH_INTERVAL_MS", default_value_t = 0)]
     pub flush_interval_ms: u64,
 
-    /// Sign-in, registration and guest attempts per minute from one client address, over HTTP
-    /// and TCP together (a TCP `/login`, `/nick` or `hello` with a login or guest name counts
-    /// too); more get 429 (HTTP) or `rate_limited` and the close (TCP). Each attempt costs a
-    /// deliberately slow password hash.
+    /// Sign-in, registration and guest attempts per minute from one client address (an IPv4
+    /// address or an IPv6 /64), over HTTP and TCP together (a TCP `/login`, `/nick` or
+    /// `hello` with a login or guest name counts too); more get 429 (HTTP) or `rate_limited`
+    /// and the close (TCP). Each attempt costs a deliberately slow password hash.
     #[arg(long, env = "CHAT_AUTH_ATTEMPTS_PER_MINUTE", default_value_t = 30)]
     pub auth_attempts_per_minute: u32,
 

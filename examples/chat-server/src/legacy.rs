@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::api::{self, ApiJson, ApiPath, InviteReq, JsonOrEmpty, SignIn, invite_json};
 use crate::error::ApiError;
 use crate::pages::{AuthPage, safe_next};
-use crate::security::{CurrentUser, MaybeUser, clear_cookie, session_cookie};
+use crate::security::{MaybeUser, Writer, clear_cookie, session_cookie};
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -133,7 +133,7 @@ pub(crate) struct NewChat {
 /// by invite), owned by the caller.
 pub(crate) async fn newchat(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiJson(req): ApiJson<NewChat>,
 ) -> Result<Response, ApiError> {
     let room = app
@@ -155,7 +155,7 @@ pub(crate) async fn newchat(
 /// invite valid for 7 days (a JSON body `{ttl_secs, max_uses}` may change that).
 pub(crate) async fn create_invite(
     State(app): State<AppState>,
-    user: CurrentUser,
+    Writer(user): Writer,
     ApiPath(chat_id): ApiPath<u64>,
     JsonOrEmpty(req): JsonOrEmpty<InviteReq>,
 ) -> Result<Response, ApiError> {

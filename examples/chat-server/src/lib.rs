@@ -66,7 +66,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chat_core::conn::ShutdownSignal;
 use chat_core::{Engine, Limits, Store};
-use security::AuthLimiter;
+use security::{AuthLimiter, WriteLimiter};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +92,8 @@ pub(crate) struct AppState {
     /// Stops the sockets this crate pumps itself (`/chatsocket/{id}`).
     pub(crate) shutdown: ShutdownSignal,
     pub(crate) auth_limiter: Arc<AuthLimiter>,
+    /// HTTP writes per user, at the engine's per-session request rate.
+    pub(crate) write_limiter: Arc<WriteLimiter>,
     pub(crate) hashing: Arc<Semaphore>,
     pub(crate) started: Instant,
 }
@@ -189,6 +191,7 @@ impl Server {
             sockets: TaskTracker::new(),
             shutdown: ShutdownSignal::new(),
             auth_limiter: Arc::new(AuthLimiter::new(config.auth_attempts_per_minute)),
+            write_limiter: Arc::new(WriteLimiter::new(engine.limits())),
             hashing: Arc::new(Semaphore::new(MAX_CONCURRENT_HASHES)),
             started: Instant::now(),
         };

@@ -19,15 +19,14 @@ use crate::security::CurrentUser;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, OriginalUri, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chat_core::conn::{CodecChoice, ConnPermit, Refused};
 use chat_core::protocol::ClientFrame;
 use chat_core::{Identity, Request, RoomId, Seq};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use transport_ws::axum::rejection_response;
-use transport_ws::{Admission, CloseCause, WsConfig};
+use transport_ws::{Admission, CloseCause, Rejection, WsConfig};
 
 /// `GET /ws`: authorizes like transport-ws's own handler, then runs the session on axum's
 /// socket through transport-ws.
@@ -48,7 +47,7 @@ pub(crate) async fn ws(
     };
     let admission = match app.ws.authorize(&uri, &headers).await {
         Ok(a) => a,
-        Err(r) => return rejection_response(&r),
+        Err(r) => return handshake_refusal(&r),
     };
     let upgrade = configure(upgrade, app.ws.config(), admission.protocol);
     let server = app.ws.clone();
@@ -94,7 +93,7 @@ pub(crate) async fn chatsocket(
     };
     let admission = match app.ws.authorize(&uri, &headers).await {
         Ok(a) => a,
-        Err(r) => return rejection_response(&r),
+        Err(r) => return handshake_refusal(&r),
     };
     // transport-ws only admits a connection without an identity when in-band `hello` is on,
     // which this server never turns on.
@@ -140,6 +139,33 @@ fn refusal(why: Refused) -> Response {
         axum::http::HeaderValue::from_static("5"),
     );
     r
+}
+
+/// transport-ws's refusal of a handshake (credentials, origin, codec) in this server's JSON
+/// error shape, `{"error": {"code", "message"}}`, with the transport's status and headers
+/// (`WWW-Authenticate`, `Retry-After`). Its codes become the API's where they mean the same:
+/// `unauthorized` → `unauthenticated`, `bad_request` → `invalid_request`; the others
+/// (`forbidden_origin`, `forbidden`, `unavailable`, …) are kept as they are.
+fn handshake_refusal(r: &Rejection) -> Response {
+    let status = StatusCode::from_u16(r.status())
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::BAD_REQUEST);
+    let code = match r.code() {
+        "unauthorized" => "unauthenticated",
+        "bad_request" => "invalid_request",
+        other => other,
+    };
+    let mut response = ApiError::new(status, code, r.message()).into_response();
+    for (name, value) in r.headers() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    response
 }
 
 fn not_websocket(r: WebSocketUpgradeRejection) -> Response {

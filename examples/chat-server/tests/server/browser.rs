@@ -28,7 +28,8 @@ async fn two_people_chat_in_real_browsers() {
     let Some((chrome, driver)) = browser_or_skip() else {
         return;
     };
-    let s = start(&[]).await;
+    // carol posts 60 messages over HTTP below, more than the default burst of writes (40).
+    let s = start(&["--request-burst", "100"]).await;
     let driver = Driver::start(&driver).await;
     let alice = Browser::open(&driver, &chrome).await;
     let bob = Browser::open(&driver, &chrome).await;

@@ -566,6 +566,14 @@ async fn status_and_health() {
     assert_eq!(status["connected_clients"], 1);
     assert_eq!(status["sessions"], 1);
     assert_eq!(status["rooms"], 1);
+    assert_eq!(status["websocket_connections"], 1);
+
+    // The legacy socket is a WebSocket connection too (its first frame means it is running).
+    let mut legacy = s.ws(&format!("/chatsocket/{room}"), &alice).await;
+    assert_eq!(legacy.next().await["type"], "subscribed");
+    let (_, status) = s.get("/status", None).await;
+    assert_eq!(status["sessions"], 2);
+    assert_eq!(status["websocket_connections"], 2);
     s.stop().await;
 }
 
@@ -653,6 +661,61 @@ async fn the_admin_api_publishes_with_the_right_token_only() {
         403,
         "admin_disabled",
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_token_is_checked_before_the_body() {
+    let token = "an-admin-token-of-some-length";
+    let s = start(&["--admin-token", token]).await;
+    let url = s.url("/api/admin/publish");
+    let send =
+        |req: reqwest::RequestBuilder| async move { decode(req.send().await.unwrap()).await };
+    assert_error(&send(s.http.post(&url)).await, 401, "unauthenticated");
+    assert_error(
+        &send(
+            s.http
+                .post(&url)
+                .header("Content-Type", "text/plain")
+                .body("hi"),
+        )
+        .await,
+        401,
+        "unauthenticated",
+    );
+    assert_error(
+        &send(
+            s.http
+                .post(&url)
+                .bearer_auth("wrong-token")
+                .json(&json!({})),
+        )
+        .await,
+        401,
+        "invalid_token",
+    );
+    // With the right token, the body is read.
+    assert_error(
+        &send(s.http.post(&url).bearer_auth(token)).await,
+        415,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &send(s.http.post(&url).bearer_auth(token).json(&json!({}))).await,
+        400,
+        "invalid_request",
+    );
+    s.stop().await;
+
+    let s = start(&[]).await;
+    let url = s.url("/api/admin/publish");
+    let bad_body = s
+        .http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body("{not json");
+    assert_error(&send(bad_body).await, 403, "admin_disabled");
+    assert_error(&send(s.http.post(&url)).await, 403, "admin_disabled");
     s.stop().await;
 }
 
@@ -908,6 +971,78 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
     // Nothing panicked: the server still answers.
     let (st, _) = s.get("/health", None).await;
     assert_eq!(st, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn http_writes_are_rate_limited_per_user() {
+    // A burst of 3 and one more write every 100 s: nothing refills during the test.
+    let s = start(&["--request-burst", "3", "--requests-per-second", "0.01"]).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let (st, room) = s
+        .post(
+            "/api/rooms",
+            Some(&alice),
+            json!({"name": "r", "kind": "public"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{room}");
+    let room = room["room"]["id"].as_u64().unwrap();
+    let path = format!("/api/rooms/{room}/messages");
+    for i in 0..2 {
+        let (st, body) = s
+            .post(&path, Some(&alice), json!({"body": format!("m{i}")}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+    }
+    assert_error(
+        &s.post(&path, Some(&alice), json!({"body": "one too many"}))
+            .await,
+        429,
+        "rate_limited",
+    );
+    assert_error(
+        &s.post(
+            "/api/direct",
+            Some(&alice),
+            json!({"to": "bob", "body": "psst"}),
+        )
+        .await,
+        429,
+        "rate_limited",
+    );
+    // Before the body is read: a malformed one is refused the same way.
+    let r = s
+        .http
+        .post(s.url(&path))
+        .header("Cookie", alice.cookie())
+        .header("Content-Type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_error(&decode(r).await, 429, "rate_limited");
+
+    // Reads are not limited, and the refused posts were not stored.
+    let (st, page) = s
+        .get(&format!("/api/rooms/{room}/history"), Some(&alice))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2, "{page}");
+    // Another user has a bucket of their own.
+    let (st, _) = s
+        .post(&format!("/api/rooms/{room}/join"), Some(&bob), json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = s.post(&path, Some(&bob), json!({"body": "hi"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    // Without a token it is 401, not 429.
+    assert_error(
+        &s.post(&path, None, json!({"body": "x"})).await,
+        401,
+        "unauthenticated",
+    );
     s.stop().await;
 }
 

@@ -165,6 +165,89 @@ async fn the_legacy_chatsocket_is_subscribed_to_its_room() {
     s.stop().await;
 }
 
+/// A WebSocket handshake sent as a plain HTTP request, so that a refusal's headers and body
+/// can be read.
+async fn handshake(
+    s: &TestServer,
+    path: &str,
+    headers: &[(&str, String)],
+) -> (
+    (reqwest::StatusCode, serde_json::Value),
+    reqwest::header::HeaderMap,
+) {
+    let mut req = s
+        .http
+        .get(s.url(path))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.unwrap();
+    let h = r.headers().clone();
+    (decode(r).await, h)
+}
+
+#[tokio::test]
+async fn refused_handshakes_answer_with_the_api_error_shape() {
+    let s = start(&[]).await;
+    let alice = s.register("alice").await;
+    let (_, room) = s
+        .post("/api/rooms", Some(&alice), json!({"name": "r"}))
+        .await;
+    let room = room["room"]["id"].as_u64().unwrap();
+    let origin = ("Origin", s.base.clone());
+    for path in ["/ws".to_string(), format!("/chatsocket/{room}")] {
+        // No credentials.
+        let (got, h) = handshake(&s, &path, std::slice::from_ref(&origin)).await;
+        assert_error(&got, 401, "unauthenticated");
+        assert!(
+            h.get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("Bearer")),
+            "{h:?}"
+        );
+        assert_eq!(h.get("cache-control").unwrap(), "no-store");
+        // A token that is not one.
+        let (got, h) = handshake(
+            &s,
+            &path,
+            &[origin.clone(), ("Authorization", "Bearer nope".into())],
+        )
+        .await;
+        assert_error(&got, 401, "unauthenticated");
+        assert!(
+            h.get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("invalid_token")),
+            "{h:?}"
+        );
+        // A page on another site, with a valid cookie.
+        let (got, _) = handshake(
+            &s,
+            &path,
+            &[
+                ("Origin", "https://evil.example".into()),
+                ("Cookie", alice.cookie()),
+            ],
+        )
+        .await;
+        assert_error(&got, 403, "forbidden_origin");
+        // A codec this server does not speak.
+        let bad_codec = format!("{path}?codec=xml");
+        let (got, _) = handshake(
+            &s,
+            &bad_codec,
+            &[origin.clone(), ("Cookie", alice.cookie())],
+        )
+        .await;
+        assert_error(&got, 400, "invalid_request");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn logout_revokes_the_session_and_closes_its_sockets() {
     let s = start(&[]).await;
