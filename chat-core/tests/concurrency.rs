@@ -1461,6 +1461,25 @@ async fn two_first_subscribers_racing_an_entry_in_flight_both_stay_gap_free() {
     assert_eq!(got, (p.first.0..=2).collect::<Vec<_>>());
 }
 
+/// A gated store, an engine on it, and a group room of Alice's that Bob is in.
+async fn gated_room(limits: Limits) -> (Arc<GatedStore>, Engine, Identity, Identity, RoomId) {
+    let store = Arc::new(GatedStore::default());
+    let e = Engine::builder(store.clone()).limits(limits).build();
+    let alice = user(&e, "alice").await;
+    let bob = user(&e, "bob").await;
+    let room = group(&e, &alice, &[&bob]).await;
+    (store, e, alice, bob, room)
+}
+
+/// A reader for `who`, subscribed to `room`, that expects to be removed.
+async fn kickable_reader(e: &Engine, who: &Identity, room: RoomId, since: Option<Seq>) -> Reader {
+    let mut r = Reader::open(e, who, who.username.clone());
+    r.kickable = true;
+    r.subscribe(room, since).await;
+    r.pump_until(|r| r.subscribed(room)).await;
+    r
+}
+
 /// A re-subscribe refused because a kick landed while it was being set up, with the kick's
 /// hub-side removal coming last:
 ///
@@ -1478,15 +1497,8 @@ async fn two_first_subscribers_racing_an_entry_in_flight_both_stay_gap_free() {
 /// subscription had ended.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resubscribe_refused_by_a_racing_kick_ends_with_the_kicks_unsubscribed() {
-    let store = Arc::new(GatedStore::default());
-    let e = Engine::builder(store.clone()).limits(limits()).build();
-    let alice = user(&e, "alice").await;
-    let bob = user(&e, "bob").await;
-    let room = group(&e, &alice, &[&bob]).await;
-    let mut b = Reader::open(&e, &bob, "bob");
-    b.kickable = true;
-    b.subscribe(room, Some(Seq::ZERO)).await;
-    b.pump_until(|r| r.subscribed(room)).await;
+    let (store, e, alice, bob, room) = gated_room(limits()).await;
+    let mut b = kickable_reader(&e, &bob, room, Some(Seq::ZERO)).await;
 
     // 1. The re-subscribe's first check reads `member` once; its second is held.
     let mut second_check = store.hold_member_read_after(1);
@@ -1557,15 +1569,8 @@ async fn a_resubscribe_refused_by_a_racing_kick_ends_with_the_kicks_unsubscribed
 /// caller's future.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kick_abandoned_by_its_caller_after_the_commit_still_ends_delivery() {
-    let store = Arc::new(GatedStore::default());
-    let e = Engine::builder(store.clone()).limits(limits()).build();
-    let alice = user(&e, "alice").await;
-    let bob = user(&e, "bob").await;
-    let room = group(&e, &alice, &[&bob]).await;
-    let mut b = Reader::open(&e, &bob, "bob");
-    b.kickable = true;
-    b.subscribe(room, None).await;
-    b.pump_until(|r| r.subscribed(room)).await;
+    let (store, e, alice, bob, room) = gated_room(limits()).await;
+    let mut b = kickable_reader(&e, &bob, room, None).await;
 
     let mut committed = store.hold_next_remove_member();
     let kick = {
@@ -1598,16 +1603,11 @@ async fn a_kick_abandoned_by_its_caller_after_the_commit_still_ends_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_that_falls_behind_while_reading_stays_within_max_replay() {
     const MAX_REPLAY: usize = 5;
-    let store = Arc::new(GatedStore::default());
-    let e = Engine::builder(store.clone())
-        .limits(Limits {
-            max_replay: MAX_REPLAY,
-            ..limits()
-        })
-        .build();
-    let alice = user(&e, "alice").await;
-    let bob = user(&e, "bob").await;
-    let room = group(&e, &alice, &[&bob]).await;
+    let (store, e, alice, bob, room) = gated_room(Limits {
+        max_replay: MAX_REPLAY,
+        ..limits()
+    })
+    .await;
     let post = async |body: String| {
         e.publish(Author::User(alice.clone()), room, body, None)
             .await
@@ -1662,11 +1662,7 @@ async fn a_replay_that_falls_behind_while_reading_stays_within_max_replay() {
 /// is `room_not_found` — what the next subscribe would get — not `not_member`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscribe_cut_short_by_the_rooms_deletion_says_room_not_found() {
-    let store = Arc::new(GatedStore::default());
-    let e = Engine::builder(store.clone()).limits(limits()).build();
-    let alice = user(&e, "alice").await;
-    let bob = user(&e, "bob").await;
-    let room = group(&e, &alice, &[&bob]).await;
+    let (store, e, alice, bob, room) = gated_room(limits()).await;
     e.publish(Author::User(alice.clone()), room, "one".into(), None)
         .await
         .unwrap();
