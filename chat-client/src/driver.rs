@@ -80,6 +80,8 @@ enum Kind {
     },
     /// A liveness ping.
     Keepalive,
+    /// The client's own `unsubscribe` of a room it gave up on; the reply changes nothing.
+    Forget,
 }
 
 struct Queued {
@@ -637,6 +639,7 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Kind::Keepalive => self.keepalive = Keepalive::Idle,
+            Kind::Forget => {}
             Kind::Resume {
                 room,
                 after_reconnect,
@@ -722,6 +725,14 @@ impl Driver {
                 };
                 tracing::warn!(%room, code = code.as_str(), %message, "could not resume a room");
                 self.rooms.remove(&room);
+                if !after_reconnect {
+                    // A refused re-subscribe leaves the server's subscription as it was, and
+                    // this client no longer reads the room: end it there too.
+                    self.outq.push_back(Queued {
+                        frame: ClientFrame::Unsubscribe { room },
+                        kind: Kind::Forget,
+                    });
+                }
                 self.events.emit(Event::ResumeFailed {
                     room,
                     code,
@@ -1147,6 +1158,31 @@ mod tests {
         d.deliver(entry(1, 4));
         assert!(!d.rooms.contains_key(&RoomId(1)));
         assert!(seqs(&mut rx).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_resync_the_server_refuses_unsubscribes_the_room_there_too() {
+        let (mut d, _rx) = driver(16);
+        subscribed(&mut d, 1, 2);
+        let resync = ClientFrame::Subscribe {
+            room: RoomId(1),
+            since_seq: Some(Seq(2)),
+        };
+        let failed = || {
+            Ok(ServerFrame::Error {
+                code: ErrorCode::StorageError,
+                message: "disk".into(),
+            })
+        };
+        d.on_resume_reply(resync.clone(), RoomId(1), false, 0, failed());
+        assert!(!d.rooms.contains_key(&RoomId(1)));
+        let queued: Vec<&ClientFrame> = d.outq.iter().map(|q| &q.frame).collect();
+        assert_eq!(queued, [&ClientFrame::Unsubscribe { room: RoomId(1) }]);
+        // After a reconnection the new session never had the room: nothing to undo.
+        d.outq.clear();
+        subscribed(&mut d, 1, 2);
+        d.on_resume_reply(resync, RoomId(1), true, 0, failed());
+        assert!(d.outq.is_empty());
     }
 
     #[tokio::test]
