@@ -93,8 +93,9 @@ impl Client {
     /// Fails — without retrying — when the server cannot be reached or refuses the
     /// credentials; [`ClientError::is_auth`] tells the two apart. Reconnection applies only
     /// to a connection that was established once.
-    pub async fn connect(config: ClientConfig) -> Result<(Client, Events), ClientError> {
-        let (conn, welcome) = Conn::open(&config).await?;
+    pub async fn connect(mut config: ClientConfig) -> Result<(Client, Events), ClientError> {
+        let (conn, mut welcome) = Conn::open(&config).await?;
+        welcome.adopt_token(&mut config);
         let (cmd_tx, cmd_rx) = mpsc::channel(config.max_in_flight);
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity);
         let closed = Arc::new(OnceLock::new());

@@ -36,6 +36,18 @@ pub(crate) struct Welcome {
     pub(crate) session: SessionId,
     pub(crate) user: UserInfo,
     pub(crate) limits: WireLimits,
+    /// A new guest's token, to sign in with from now on (its name is taken).
+    pub(crate) token: Option<String>,
+}
+
+impl Welcome {
+    /// Switches a guest's credentials to the token the server gave it, so that reconnecting
+    /// signs in as the same guest rather than trying to claim the (now taken) name again.
+    pub(crate) fn adopt_token(&mut self, cfg: &mut crate::ClientConfig) {
+        if let (Some(token), crate::Auth::Guest(_)) = (self.token.take(), &cfg.auth) {
+            cfg.auth = crate::Auth::Token(token);
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -193,6 +205,7 @@ impl Conn {
                             session,
                             user,
                             limits,
+                            token,
                             ..
                         } => Ok((
                             conn,
@@ -200,6 +213,7 @@ impl Conn {
                                 session,
                                 user,
                                 limits,
+                                token,
                             },
                         )),
                         ServerFrame::Error { code, message } => {

@@ -1100,6 +1100,7 @@ mod tests {
                     max_replay: 1,
                     max_history_page: 1,
                 },
+                token: None,
             }),
         });
         (Driver::new(cfg, shared, cmd_rx, tx), rx)

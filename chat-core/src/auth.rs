@@ -80,6 +80,16 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Checks the credentials. Unknown users and wrong passwords must give the same error
     /// ([`Error::InvalidCredentials`]) so that accounts cannot be enumerated.
     async fn authenticate(&self, credentials: &Credentials) -> Result<Identity>;
+
+    /// A session token for a guest that [`Authenticator::authenticate`] just signed in with
+    /// [`Credentials::Guest`], handed to the client in its `welcome`. A guest name is taken
+    /// once used, so without a token the guest could never come back — not even after a
+    /// dropped connection. The default gives none (for authenticators without guests, or
+    /// whose guests may sign in by name again).
+    async fn guest_token(&self, identity: &Identity) -> Result<Option<Token>> {
+        let _ = identity;
+        Ok(None)
+    }
 }
 
 /// A token handed to a client once; only its hash is kept.
@@ -342,6 +352,10 @@ impl Authenticator for Accounts {
             }
             Credentials::Guest(name) => Ok(Identity::of(&self.guest(name).await?)),
         }
+    }
+
+    async fn guest_token(&self, identity: &Identity) -> Result<Option<Token>> {
+        self.issue_token(identity.user).await.map(Some)
     }
 }
 

@@ -232,6 +232,11 @@ pub enum ServerFrame {
         user: UserInfo,
         /// Limits the client must respect.
         limits: WireLimits,
+        /// Only for a `hello` that signed in a new guest: a session token to sign in with
+        /// next time (`{"token": ...}`), since the guest's name is now taken. Keep it as a
+        /// password is kept.
+        #[serde(default)]
+        token: Option<String>,
     },
     /// A generic success reply.
     Ok,

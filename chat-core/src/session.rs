@@ -144,9 +144,18 @@ impl Engine {
             Some(HelloAuth::Guest(name)) => Credentials::Guest(name.clone()),
             None => return Err(Error::Unauthenticated),
         };
-        let identity = self.inner.authenticator.authenticate(&creds).await?;
+        let mut identity = self.inner.authenticator.authenticate(&creds).await?;
+        // A new guest comes back with a token, not its name (see `Accounts::guest`). The
+        // session counts as opened with that token, so revoking it closes the session too.
+        let token = match creds {
+            Credentials::Guest(_) => self.inner.authenticator.guest_token(&identity).await?,
+            _ => None,
+        };
+        if let Some(t) = &token {
+            identity.token_hash = Some(t.hash());
+        }
         let (session, outbox) = self.open_session(identity);
-        session.push(id, session.welcome());
+        session.push(id, session.welcome(token.map(|t| t.as_str().to_string())));
         Ok((session, outbox))
     }
 }
@@ -224,9 +233,10 @@ impl Session {
         );
     }
 
-    fn welcome(&self) -> ServerFrame {
+    fn welcome(&self, token: Option<String>) -> ServerFrame {
         let l = self.engine.limits();
         ServerFrame::Welcome {
+            token,
             version: PROTOCOL_VERSION,
             session: self.shared.id,
             user: UserInfo {
@@ -303,7 +313,7 @@ impl Session {
         match frame {
             ClientFrame::Hello(hello) => {
                 check_version(hello.version)?;
-                reply(self.welcome());
+                reply(self.welcome(None));
             }
             ClientFrame::Ping => reply(ServerFrame::Pong),
             ClientFrame::Subscribe { room, since_seq } => {

@@ -891,7 +891,42 @@ async fn hello_negotiates_the_version_and_can_carry_credentials() {
     let chat_core::Outbound::Frame(w) = outbox.recv().await else {
         panic!()
     };
-    assert!(matches!(w.response().frame, ServerFrame::Welcome { .. }));
+    // A new guest's welcome carries the token it comes back with: its name is taken now.
+    let ServerFrame::Welcome {
+        token: Some(token), ..
+    } = &w.response().frame
+    else {
+        panic!("a guest's welcome has a token: {:?}", w.response())
+    };
+    let back = e
+        .open_with_hello(
+            &Hello {
+                version: 1,
+                auth: Some(HelloAuth::Token(token.clone())),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.0.identity().user, session.identity().user);
+    let err = e
+        .open_with_hello(
+            &Hello {
+                version: 1,
+                auth: Some(HelloAuth::Guest("visitor".into())),
+            },
+            None,
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), ErrorCode::AlreadyExists);
+    // Logging that token out closes the guest's first session too, as for any token.
+    assert!(e.logout(token).await.unwrap());
+    assert!(matches!(
+        outbox.recv().await,
+        chat_core::Outbound::Close(CloseReason::Revoked)
+    ));
     // A guest cannot take a password account's name.
     e.accounts()
         .register("member1", "long enough pw")

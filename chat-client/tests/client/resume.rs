@@ -372,3 +372,40 @@ async fn a_silent_connection_is_detected_by_the_keepalive_and_replaced() {
         assert_eq!(next_message(&mut events).await.body, "alive");
     }
 }
+
+/// A guest's name is taken once used, so a guest comes back with the token its `welcome`
+/// carried: a dropped connection reconnects as the same guest, and resumes.
+#[tokio::test]
+async fn a_guest_reconnects_as_itself_after_a_drop() {
+    for wire in ALL_WIRES {
+        let s = Servers::start().await;
+        let proxy = Proxy::start(s.addr(wire)).await;
+        let name = format!("visitor{}", wire as u8);
+        let (guest, mut events) = connect(wire, proxy.addr, Auth::Guest(name.clone())).await;
+        let me = guest.user();
+        let room = guest.create_room("guests", RoomKind::Public).await.unwrap();
+        guest.subscribe(room.id, None).await.unwrap();
+        proxy.cut();
+        wait_for(&mut events, |e| matches!(e, Event::Reconnected { .. })).await;
+        assert_eq!(guest.user(), me, "{wire:?}: the same guest");
+        guest.send(room.id, "back").await.unwrap();
+        assert_eq!(next_message(&mut events).await.body, "back", "{wire:?}");
+        // Somebody else typing the name gets nothing of the guest's.
+        let other =
+            chat_client::Client::connect(config(wire, s.addr(wire), Auth::Guest(name))).await;
+        assert!(
+            matches!(
+                &other,
+                Err(ClientError::Server {
+                    code: ErrorCode::AlreadyExists,
+                    ..
+                }) | Err(ClientError::Closed(CloseReason::AuthFailed {
+                    code: ErrorCode::AlreadyExists,
+                    ..
+                }))
+            ),
+            "{wire:?}: {:?}",
+            other.err()
+        );
+    }
+}

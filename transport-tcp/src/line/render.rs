@@ -680,6 +680,7 @@ mod tests {
                 max_replay: 1,
                 max_history_page: 1,
             },
+            token: None,
         };
         render(
             &mut st,
