@@ -36,6 +36,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 const MAX_BACKLOG: usize = 256;
 /// How often a room's resubscription is re-sent after `rate_limited` before it is given up.
 const MAX_RESUME_ATTEMPTS: u32 = 5;
+
+/// The first wait after a resubscription was answered `rate_limited`; it doubles each time.
+const RESUME_BACKOFF: Duration = Duration::from_millis(250);
 /// Most incoming frames handled in one go, without waiting, once one has arrived.
 const MAX_BURST: usize = 32;
 
@@ -326,6 +329,10 @@ pub(crate) struct Driver {
     last_inbound: Instant,
     /// A TCP server's last word before it closes (see [`Ended::from_farewell`]).
     farewell: Option<Ended>,
+    /// Nothing is written before this: the server answered one of our own resubscriptions
+    /// `rate_limited`, and retrying at once would only be refused again (and, refused often
+    /// enough, closed as a policy violation).
+    hold: Option<Instant>,
 }
 
 impl Driver {
@@ -355,6 +362,7 @@ impl Driver {
             keepalive: Keepalive::Idle,
             last_inbound: Instant::now(),
             farewell: None,
+            hold: None,
         }
     }
 
@@ -402,6 +410,7 @@ impl Driver {
                 Some(p) if !self.outq.is_empty() && self.pending.len() < max => Some(p.ready_at()),
                 _ => None,
             };
+            let hold_until = self.hold.filter(|_| !self.outq.is_empty());
             let lagging = self.rooms.values().any(|t| t.state == RoomState::Lagging);
             let drain_want = if !self.events.backlog.is_empty() || self.events.dropped > 0 {
                 Some(1)
@@ -452,6 +461,7 @@ impl Driver {
                     self.on_capacity();
                 }
                 _ = tokio::time::sleep_until(pace_until.unwrap_or_else(Instant::now)), if pace_until.is_some() => {}
+                _ = tokio::time::sleep_until(hold_until.unwrap_or_else(Instant::now)), if hold_until.is_some() => {}
                 _ = ticks.tick() => {
                     match self.keepalive {
                         // Nothing at all arrived since the last ping went out: dead.
@@ -481,6 +491,10 @@ impl Driver {
     async fn write_ready(&mut self, conn: &mut Conn) -> Result<(), Ended> {
         let deadline = self.cfg.request_timeout;
         let mut wrote = false;
+        match self.hold {
+            Some(until) if Instant::now() < until => return Ok(()),
+            _ => self.hold = None,
+        }
         while self.pending.len() < self.cfg.max_in_flight {
             let Some(front) = self.outq.front() else {
                 break;
@@ -707,6 +721,11 @@ impl Driver {
                 code: ErrorCode::RateLimited,
                 ..
             }) if attempts + 1 < MAX_RESUME_ATTEMPTS => {
+                // Back off before writing anything more: 250 ms, 0.5 s, 1 s, 2 s (a server's
+                // request bucket refills at its sustained rate, 20 per second by default).
+                let backoff = RESUME_BACKOFF * 2u32.pow(attempts.min(6));
+                let until = Instant::now() + backoff.mul_f64(1.0 + 0.25 * self.rng.unit());
+                self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
                 self.outq.push_back(Queued {
                     frame,
                     kind: Kind::Resume {
@@ -1184,6 +1203,38 @@ mod tests {
         subscribed(&mut d, 1, 2);
         d.on_resume_reply(resync, RoomId(1), true, 0, failed());
         assert!(d.outq.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_resync_waits_longer_each_time_before_anything_is_written() {
+        let (mut d, _rx) = driver(16);
+        subscribed(&mut d, 1, 2);
+        let resync = ClientFrame::Subscribe {
+            room: RoomId(1),
+            since_seq: Some(Seq(2)),
+        };
+        let limited = || {
+            Ok(ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+            })
+        };
+        let mut waits = Vec::new();
+        for attempt in 0..MAX_RESUME_ATTEMPTS - 1 {
+            d.hold = None;
+            let before = Instant::now();
+            d.on_resume_reply(resync.clone(), RoomId(1), false, attempt, limited());
+            waits.push(d.hold.expect("held") - before);
+            assert_eq!(d.outq.len(), 1, "queued again");
+            d.outq.clear();
+        }
+        for pair in waits.windows(2) {
+            assert!(pair[1] > pair[0], "{waits:?}");
+        }
+        assert!(waits[0] >= RESUME_BACKOFF, "{waits:?}");
+        // The last attempt gives up (and unsubscribes the room on the server).
+        d.on_resume_reply(resync, RoomId(1), false, MAX_RESUME_ATTEMPTS - 1, limited());
+        assert!(!d.rooms.contains_key(&RoomId(1)));
     }
 
     #[tokio::test]
