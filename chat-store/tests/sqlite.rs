@@ -140,6 +140,23 @@ async fn a_database_of_a_newer_schema_is_refused_untouched() {
     assert!(err.to_string().contains("999"), "{err}");
 }
 
+/// Our application id with a negative schema version: no version of ours, and migrating
+/// "from" it would skip every migration and stamp an empty file as current.
+#[tokio::test]
+async fn a_negative_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    // chat-store's application id ("chat"), as the store writes it.
+    conn.pragma_update(None, "application_id", 0x6368_6174)
+        .unwrap();
+    conn.pragma_update(None, "user_version", -1).unwrap();
+    drop(conn);
+    let err = refused(&path, StorageErrorKind::Incompatible).await;
+    assert!(matches!(err, OpenError::Incompatible { .. }), "{err:?}");
+    assert!(err.to_string().contains("-1"), "{err}");
+}
+
 #[tokio::test]
 async fn another_applications_database_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();

@@ -227,6 +227,9 @@ fn check_header(path: &Path) -> Result<(), OpenError> {
     if version > LATEST {
         return Err(too_new(path, version));
     }
+    if version < 0 {
+        return Err(damaged_version(path, version));
+    }
     if version > 0 && app != APPLICATION_ID {
         return Err(foreign_app(path, app));
     }
@@ -240,6 +243,15 @@ fn too_new(path: &Path, version: i64) -> OpenError {
             "schema version {version} is newer than this build supports ({LATEST}); \
              upgrade the application"
         ),
+    )
+}
+
+/// No version of ours is negative: the file was damaged or written by something else, and
+/// running migrations "from" it would skip them all.
+fn damaged_version(path: &Path, version: i64) -> OpenError {
+    incompatible(
+        path,
+        format!("schema version {version} is not one this store ever wrote"),
     )
 }
 
@@ -265,6 +277,9 @@ fn check(conn: &Connection, path: &Path) -> Result<i64, OpenError> {
         .map_err(e)?;
     if version > LATEST {
         return Err(too_new(path, version));
+    }
+    if version < 0 {
+        return Err(damaged_version(path, version));
     }
     if version == 0 {
         let objects: i64 = conn
