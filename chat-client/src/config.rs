@@ -242,9 +242,16 @@ impl ClientConfig {
         {
             return bad("timeouts and the keepalive interval must be positive");
         }
+        // Deadlines are `now + duration`: far beyond any sensible value, that overflows.
+        const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+        if self.request_timeout > DAY || self.connect_timeout > DAY || self.keepalive_interval > DAY
+        {
+            return bad("timeouts and the keepalive interval must be at most a day");
+        }
         if let Some(p) = self.pacing {
-            if !p.per_second.is_finite() || p.per_second <= 0.0 || p.burst == 0 {
-                return bad("pacing needs a positive rate and a burst of at least 1");
+            // At least one request a day, so that the wait for the next one stays finite.
+            if !p.per_second.is_finite() || p.per_second < 1.0 / 86_400.0 || p.burst == 0 {
+                return bad("pacing needs a rate of at least one a day and a burst of at least 1");
             }
         }
         Ok(())
@@ -262,6 +269,29 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_whose_deadlines_would_overflow_are_refused() {
+        let base = || {
+            ClientConfig::new(
+                Transport::Tcp("127.0.0.1:1".into()),
+                Auth::Guest("g".into()),
+            )
+        };
+        assert!(base().validate().is_ok());
+        let mut c = base();
+        c.keepalive_interval = Duration::MAX;
+        assert!(c.validate().is_err(), "a keepalive that never comes");
+        let mut c = base();
+        c.request_timeout = Duration::MAX;
+        assert!(c.validate().is_err());
+        let mut c = base();
+        c.pacing = Some(Pacing {
+            per_second: 1e-300,
+            burst: 1,
+        });
+        assert!(c.validate().is_err(), "a rate whose next slot is never");
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered_within_half() {

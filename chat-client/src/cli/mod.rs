@@ -404,8 +404,13 @@ impl<C: Console> Cli<'_, C> {
         self.update_prompt();
         let last = self.show_history(id, self.options.history_on_join).await?;
         if !self.subscribed.contains(&id) {
-            // From the last entry shown: whatever arrived in between is replayed, once.
-            self.open(id, Some(last.unwrap_or(Seq(0)))).await?;
+            // From the last entry shown: whatever arrived in between is replayed, once. With
+            // no history wanted, only what comes next (not the newest `max_replay` entries).
+            let since = match self.options.history_on_join {
+                0 => None,
+                _ => Some(last.unwrap_or(Seq(0))),
+            };
+            self.open(id, since).await?;
         }
         Ok(())
     }
