@@ -705,6 +705,10 @@ impl Driver {
                 if let Some(t) = self.rooms.get_mut(&room) {
                     t.state = RoomState::Live;
                     if let Some(range) = gap {
+                        // Announced once: if the replay below lags, the next resync starts
+                        // after the gap, not where this one did (which would announce it
+                        // again).
+                        t.last_seen = t.last_seen.max(range.to);
                         self.events.emit(Event::Gap { room, range });
                     }
                     for e in entries {
@@ -1235,6 +1239,53 @@ mod tests {
         // The last attempt gives up (and unsubscribes the room on the server).
         d.on_resume_reply(resync, RoomId(1), false, MAX_RESUME_ATTEMPTS - 1, limited());
         assert!(!d.rooms.contains_key(&RoomId(1)));
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_announced_once_even_when_its_replay_lags() {
+        let (mut d, mut rx) = driver(2);
+        subscribed(&mut d, 1, 0);
+        d.rooms.get_mut(&RoomId(1)).unwrap().state = RoomState::Resyncing;
+        let resync = ClientFrame::Subscribe {
+            room: RoomId(1),
+            since_seq: Some(Seq(0)),
+        };
+        let reply = ServerFrame::Subscribed {
+            room: RoomId(1),
+            entries: (501..=510).map(|s| entry(1, s)).collect(),
+            latest_seq: Seq(510),
+            gap: Some(SeqRange {
+                from: Seq(1),
+                to: Seq(500),
+            }),
+        };
+        // The consumer is behind: the channel (2) is full before the reply arrives, so the
+        // gap waits in the backlog and the whole replay lags.
+        for _ in 0..2 {
+            d.events.emit(Event::Notice {
+                room: None,
+                body: "busy".into(),
+            });
+        }
+        d.on_resume_reply(resync, RoomId(1), false, 0, Ok(reply));
+        assert_eq!(d.rooms[&RoomId(1)].state, RoomState::Lagging);
+        let mut gaps = 0;
+        while let Ok(ev) = rx.try_recv() {
+            gaps += matches!(ev, Event::Gap { .. }) as usize;
+        }
+        d.events.drain();
+        while let Ok(ev) = rx.try_recv() {
+            gaps += matches!(ev, Event::Gap { .. }) as usize;
+        }
+        assert_eq!(gaps, 1);
+        d.on_capacity();
+        let next = &d.outq.front().expect("a resync").frame;
+        match next {
+            ClientFrame::Subscribe {
+                since_seq: Some(s), ..
+            } => assert!(*s >= Seq(500), "resyncs after the gap, from {s:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
