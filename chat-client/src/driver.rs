@@ -719,6 +719,13 @@ impl Driver {
                             t.last_seen = latest_seq;
                         }
                     }
+                } else {
+                    // The application unsubscribed (or left a public room) while this was on
+                    // its way: the server has subscribed the room again, for nobody.
+                    self.outq.push_back(Queued {
+                        frame: ClientFrame::Unsubscribe { room },
+                        kind: Kind::Forget,
+                    });
                 }
             }
             Ok(ServerFrame::Error {
@@ -1286,6 +1293,26 @@ mod tests {
             } => assert!(*s >= Seq(500), "resyncs after the gap, from {s:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_resync_answered_after_the_application_unsubscribed_is_undone() {
+        let (mut d, _rx) = driver(16);
+        // Not tracked: the application's `unsubscribe` was answered before this reply.
+        let resync = ClientFrame::Subscribe {
+            room: RoomId(1),
+            since_seq: Some(Seq(2)),
+        };
+        let reply = ServerFrame::Subscribed {
+            room: RoomId(1),
+            entries: vec![entry(1, 3)],
+            latest_seq: Seq(3),
+            gap: None,
+        };
+        d.on_resume_reply(resync, RoomId(1), false, 0, Ok(reply));
+        assert!(!d.rooms.contains_key(&RoomId(1)));
+        let queued: Vec<&ClientFrame> = d.outq.iter().map(|q| &q.frame).collect();
+        assert_eq!(queued, [&ClientFrame::Unsubscribe { room: RoomId(1) }]);
     }
 
     #[tokio::test]
