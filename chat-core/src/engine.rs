@@ -348,9 +348,17 @@ impl Engine {
         }
         let this = self.clone();
         self.to_completion(async move {
-            // Removed meanwhile (they left, or another admin was quicker): nothing to tell.
-            if !this.st().remove_member(room, user.id).await? {
-                return Err(Error::NotMember(room));
+            // Only if still below the actor: a promotion since the check above wins.
+            if !this
+                .st()
+                .remove_member_below(room, user.id, actor_role)
+                .await?
+            {
+                return Err(match this.role_of(room, user.id).await? {
+                    Some(_) => Error::Forbidden("you can only kick members with a lower role"),
+                    // They left, or another admin was quicker: nothing to tell.
+                    None => Error::NotMember(room),
+                });
             }
             this.removed(room, user.id, true).await;
             this.member_changed(room, user.id, &user.username, MemberChange::Kicked)

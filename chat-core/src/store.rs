@@ -133,6 +133,12 @@ pub trait Store: Send + Sync + 'static {
     /// Removes `user` from `room`; `false` if not a member.
     async fn remove_member(&self, room: RoomId, user: UserId) -> Result<bool>;
 
+    /// Removes `user` from `room` only if their role is below `below`, in one step; `false`
+    /// if nothing was removed (not a member, or no longer below). A kick checks roles before
+    /// it removes: a promotion that lands in between must win, or an admin could kick a
+    /// fellow admin.
+    async fn remove_member_below(&self, room: RoomId, user: UserId, below: Role) -> Result<bool>;
+
     /// Changes a member's role; `Error::NotMember` if not a member.
     async fn set_role(&self, room: RoomId, user: UserId, role: Role) -> Result<()>;
 

@@ -1157,6 +1157,8 @@ struct GatedStore {
     /// Holds a `member` read before it reads, after letting the given number through.
     member_gate: Mutex<Option<(usize, Gate)>>,
     remove_member_gate: Mutex<Option<Gate>>,
+    /// Holds the next conditional removal (a kick's) before it removes.
+    kick_removal_gate: Mutex<Option<Gate>>,
     history_gate: Mutex<Option<Gate>>,
     answers_late: bool,
     calls: std::sync::atomic::AtomicU64,
@@ -1207,6 +1209,13 @@ impl GatedStore {
     fn hold_next_history(&self) -> GateHandle {
         let (g, h) = gate();
         *self.history_gate.lock().unwrap() = Some(g);
+        h
+    }
+
+    /// Holds the next `remove_member_below` (a kick's removal) before it removes.
+    fn hold_next_kick_removal(&self) -> GateHandle {
+        let (g, h) = gate();
+        *self.kick_removal_gate.lock().unwrap() = Some(g);
         h
     }
 
@@ -1296,6 +1305,17 @@ impl Store for GatedStore {
     }
     async fn remove_member(&self, room: RoomId, user: UserId) -> chat_core::Result<bool> {
         let removed = self.inner.remove_member(room, user).await;
+        Self::pass(&self.remove_member_gate).await;
+        removed
+    }
+    async fn remove_member_below(
+        &self,
+        room: RoomId,
+        user: UserId,
+        below: Role,
+    ) -> chat_core::Result<bool> {
+        Self::pass(&self.kick_removal_gate).await;
+        let removed = self.inner.remove_member_below(room, user, below).await;
         Self::pass(&self.remove_member_gate).await;
         removed
     }
@@ -1704,6 +1724,32 @@ async fn a_subscribe_cut_short_by_the_rooms_deletion_says_room_not_found() {
         ),
         "{reply:?}"
     );
+}
+
+/// An admin kicks a member while the owner promotes that member to admin: the kick has
+/// checked the roles, and is held before it removes. The promotion must win — an admin may
+/// not kick an admin — and the kick is refused. (Found by review: the removal was
+/// unconditional.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kick_racing_a_promotion_of_its_target_is_refused() {
+    let (store, e, alice, bob, room) = gated_room(limits()).await;
+    let carol = user(&e, "carol").await;
+    e.add_member(&alice, room, "carol").await.unwrap();
+    e.set_role(&alice, room, "bob", Role::Admin).await.unwrap();
+    let mut removal = store.hold_next_kick_removal();
+    let kick = {
+        let e = e.clone();
+        tokio::spawn(async move { e.kick(&bob, room, "carol").await })
+    };
+    removal.reached("the kick's removal").await;
+    e.set_role(&alice, room, "carol", Role::Admin)
+        .await
+        .unwrap();
+    removal.release();
+    let refused = join(kick).await.expect_err("the promotion wins");
+    assert_eq!(refused.code(), ErrorCode::Forbidden);
+    let m = e.store().member(room, carol.user).await.unwrap();
+    assert_eq!(m.map(|m| m.role), Some(Role::Admin));
 }
 
 /// The interleaving above without any gate: rooms nobody is subscribed to get several

@@ -68,6 +68,7 @@ macro_rules! store_conformance_tests {
             delete_direct_room_allows_a_new_one,
             ids_never_reused,
             members_add_and_remove,
+            members_remove_below_spares_equal_and_higher_roles,
             members_add_existing_changes_nothing,
             members_set_role,
             members_ordered_and_rooms_of_ordered,
@@ -776,6 +777,59 @@ pub async fn ids_never_reused(store: Arc<dyn Store>) {
 }
 
 // ----- memberships -----
+
+/// `remove_member_below` removes only a member whose role is below the given one, and says
+/// whether it did.
+pub async fn members_remove_below_spares_equal_and_higher_roles(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let carol = user(&store, "carol").await;
+    let g = group(&store, "g", &alice).await;
+    for (who, role) in [(&bob, Role::Admin), (&carol, Role::Member)] {
+        assert!(store.add_member(g.id, who.id, role, ts(1)).await.unwrap());
+    }
+    // An admin is not below an admin; the owner is below nobody.
+    assert!(
+        !store
+            .remove_member_below(g.id, bob.id, Role::Admin)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_member_below(g.id, alice.id, Role::Owner)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.members(g.id).await.unwrap().len(), 3);
+    assert!(
+        store
+            .remove_member_below(g.id, carol.id, Role::Admin)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .remove_member_below(g.id, bob.id, Role::Owner)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.member(g.id, bob.id).await.unwrap(), None);
+    assert_eq!(store.rooms_of(carol.id).await.unwrap(), vec![]);
+    // Not a member (any more), or no such room: nothing removed.
+    assert!(
+        !store
+            .remove_member_below(g.id, carol.id, Role::Owner)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_member_below(RoomId(u64::MAX), alice.id, Role::Owner)
+            .await
+            .unwrap()
+    );
+}
 
 /// `add_member` adds with the given role and time; `remove_member` removes; both report
 /// whether anything changed.

@@ -39,6 +39,32 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
+    /// Removes a member if `removable` says so of their role, under one lock.
+    fn remove_member_where(
+        &self,
+        room: RoomId,
+        user: UserId,
+        removable: impl FnOnce(Role) -> bool,
+    ) -> Result<bool> {
+        let mut s = self.lock()?;
+        let removed = s
+            .rooms
+            .get_mut(&room)
+            .is_some_and(|r| match r.members.get(&user) {
+                Some(m) if removable(m.role) => r.members.remove(&user).is_some(),
+                _ => false,
+            });
+        if removed {
+            if let Some(set) = s.rooms_of.get_mut(&user) {
+                set.remove(&room);
+                if set.is_empty() {
+                    s.rooms_of.remove(&user);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>> {
         // A poisoned lock means a panic in the middle of an update; the state may be
         // half-changed, so refuse to serve it rather than hand out inconsistent data.
@@ -383,20 +409,11 @@ impl Store for MemoryStore {
     }
 
     async fn remove_member(&self, room: RoomId, user: UserId) -> Result<bool> {
-        let mut s = self.lock()?;
-        let removed = s
-            .rooms
-            .get_mut(&room)
-            .is_some_and(|r| r.members.remove(&user).is_some());
-        if removed {
-            if let Some(set) = s.rooms_of.get_mut(&user) {
-                set.remove(&room);
-                if set.is_empty() {
-                    s.rooms_of.remove(&user);
-                }
-            }
-        }
-        Ok(removed)
+        self.remove_member_where(room, user, |_| true)
+    }
+
+    async fn remove_member_below(&self, room: RoomId, user: UserId, below: Role) -> Result<bool> {
+        self.remove_member_where(room, user, |role| role < below)
     }
 
     async fn set_role(&self, room: RoomId, user: UserId, role: Role) -> Result<()> {

@@ -375,6 +375,10 @@ impl Store for SqliteStore {
     async fn remove_member(&self, room: RoomId, user: UserId) -> Result<bool> {
         self.write(move |c| ops::remove_member(c, room, user)).await
     }
+    async fn remove_member_below(&self, room: RoomId, user: UserId, below: Role) -> Result<bool> {
+        self.write(move |c| ops::remove_member_below(c, room, user, below))
+            .await
+    }
 
     async fn set_role(&self, room: RoomId, user: UserId, role: Role) -> Result<()> {
         self.write(move |c| ops::set_role(c, room, user, role))

@@ -461,6 +461,36 @@ pub(crate) fn remove_member(conn: &Connection, room: RoomId, user: UserId) -> Re
     Ok(n > 0)
 }
 
+pub(crate) fn remove_member_below(
+    conn: &Connection,
+    room: RoomId,
+    user: UserId,
+    below: Role,
+) -> Result<bool> {
+    let roles: Vec<&str> = [Role::Member, Role::Admin, Role::Owner]
+        .into_iter()
+        .filter(|r| *r < below)
+        .map(role_to_sql)
+        .collect();
+    if roles.is_empty() {
+        return Ok(false);
+    }
+    // At most two roles: a fixed statement per `below`, cached like the others.
+    let sql = if roles.len() == 1 {
+        "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2 AND role = ?3"
+    } else {
+        "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2 AND role IN (?3, ?4)"
+    };
+    let mut stmt = conn.prepare_cached(sql).db()?;
+    let n = if roles.len() == 1 {
+        stmt.execute(params![cap(room.0), cap(user.0), roles[0]])
+    } else {
+        stmt.execute(params![cap(room.0), cap(user.0), roles[0], roles[1]])
+    }
+    .db()?;
+    Ok(n > 0)
+}
+
 pub(crate) fn set_role(conn: &Connection, room: RoomId, user: UserId, role: Role) -> Result<()> {
     let n = conn
         .prepare_cached("UPDATE members SET role = ?3 WHERE room_id = ?1 AND user_id = ?2")

@@ -104,6 +104,9 @@ impl Store for TempStore {
     async fn remove_member(&self, room: RoomId, user: UserId) -> Result<bool> {
         self.store.remove_member(room, user).await
     }
+    async fn remove_member_below(&self, room: RoomId, user: UserId, below: Role) -> Result<bool> {
+        self.store.remove_member_below(room, user, below).await
+    }
     async fn set_role(&self, room: RoomId, user: UserId, role: Role) -> Result<()> {
         self.store.set_role(room, user, role).await
     }
