@@ -33,6 +33,8 @@ struct Inner {
     /// Random per client, so that `client_msg_id`s are unique per user across clients.
     msg_prefix: String,
     msg_counter: AtomicU64,
+    /// A new guest's token (see [`Client::guest_token`]).
+    guest_token: Option<String>,
 }
 
 /// The reply to `subscribe`.
@@ -95,6 +97,7 @@ impl Client {
     /// to a connection that was established once.
     pub async fn connect(mut config: ClientConfig) -> Result<(Client, Events), ClientError> {
         let (conn, mut welcome) = Conn::open(&config).await?;
+        let guest_token = welcome.token.clone();
         welcome.adopt_token(&mut config);
         let (cmd_tx, cmd_rx) = mpsc::channel(config.max_in_flight);
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity);
@@ -114,6 +117,7 @@ impl Client {
                 request_timeout,
                 msg_prefix: random_prefix(),
                 msg_counter: AtomicU64::new(0),
+                guest_token,
             }),
         };
         Ok((client, Events::new(ev_rx, closed)))
@@ -122,6 +126,13 @@ impl Client {
     /// Who the client is logged in as.
     pub fn user(&self) -> UserInfo {
         self.welcome().user
+    }
+
+    /// For a client that signed in as a new guest: the session token the server gave it,
+    /// which it now reconnects with. Keep it (like a password) to come back as the same guest
+    /// later, with [`Auth::Token`](crate::Auth::Token): the guest's name is taken from now on.
+    pub fn guest_token(&self) -> Option<&str> {
+        self.inner.guest_token.as_deref()
     }
 
     /// The current session's id (it changes with each reconnection).

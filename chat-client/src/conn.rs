@@ -30,14 +30,25 @@ const SUBPROTOCOL_POSTCARD: &str = "chat.v1.postcard";
 pub(crate) const CLOSE_REVOKED: u16 = 4401;
 pub(crate) const CLOSE_POLICY: u16 = 1008;
 
-/// What the `welcome` said.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the `welcome` said. (`Debug` by hand: the token is a credential.)
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Welcome {
     pub(crate) session: SessionId,
     pub(crate) user: UserInfo,
     pub(crate) limits: WireLimits,
     /// A new guest's token, to sign in with from now on (its name is taken).
     pub(crate) token: Option<String>,
+}
+
+impl std::fmt::Debug for Welcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Welcome")
+            .field("session", &self.session)
+            .field("user", &self.user)
+            .field("limits", &self.limits)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Welcome {

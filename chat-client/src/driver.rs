@@ -406,11 +406,19 @@ impl Driver {
                 return Outcome::Lost(ended);
             }
             let take_cmds = self.outq.len() + self.pending.len() < max;
+            let hold_until = self.hold.filter(|_| !self.outq.is_empty());
+            // While held, only the hold's end matters: the pacer may be ready already, and
+            // waking for it would spin until the hold ends.
             let pace_until = match &self.pacer {
-                Some(p) if !self.outq.is_empty() && self.pending.len() < max => Some(p.ready_at()),
+                Some(p)
+                    if hold_until.is_none()
+                        && !self.outq.is_empty()
+                        && self.pending.len() < max =>
+                {
+                    Some(p.ready_at())
+                }
                 _ => None,
             };
-            let hold_until = self.hold.filter(|_| !self.outq.is_empty());
             let lagging = self.rooms.values().any(|t| t.state == RoomState::Lagging);
             let drain_want = if !self.events.backlog.is_empty() || self.events.dropped > 0 {
                 Some(1)
@@ -662,6 +670,24 @@ impl Driver {
         }
     }
 
+    /// Ends the server's subscription to `room`, which this client no longer reads — unless
+    /// the application is subscribing to it again, whose request is queued or in flight
+    /// (an `unsubscribe` written after it would undo it).
+    fn forget(&mut self, room: RoomId) {
+        let resubscribing = self.outq.iter().chain(self.pending.values()).any(|q| {
+            matches!(
+                (&q.kind, &q.frame),
+                (Kind::User { .. }, ClientFrame::Subscribe { room: r, .. }) if *r == room
+            )
+        });
+        if !resubscribing {
+            self.outq.push_back(Queued {
+                frame: ClientFrame::Unsubscribe { room },
+                kind: Kind::Forget,
+            });
+        }
+    }
+
     /// Keeps the per-room tracking in step with the application's own requests.
     fn track_reply(&mut self, req: &ClientFrame, reply: &ServerFrame) {
         match (req, reply) {
@@ -722,10 +748,7 @@ impl Driver {
                 } else {
                     // The application unsubscribed (or left a public room) while this was on
                     // its way: the server has subscribed the room again, for nobody.
-                    self.outq.push_back(Queued {
-                        frame: ClientFrame::Unsubscribe { room },
-                        kind: Kind::Forget,
-                    });
+                    self.forget(room);
                 }
             }
             Ok(ServerFrame::Error {
@@ -758,10 +781,7 @@ impl Driver {
                 if !after_reconnect {
                     // A refused re-subscribe leaves the server's subscription as it was, and
                     // this client no longer reads the room: end it there too.
-                    self.outq.push_back(Queued {
-                        frame: ClientFrame::Unsubscribe { room },
-                        kind: Kind::Forget,
-                    });
+                    self.forget(room);
                 }
                 self.events.emit(Event::ResumeFailed {
                     room,
@@ -1313,6 +1333,31 @@ mod tests {
         assert!(!d.rooms.contains_key(&RoomId(1)));
         let queued: Vec<&ClientFrame> = d.outq.iter().map(|q| &q.frame).collect();
         assert_eq!(queued, [&ClientFrame::Unsubscribe { room: RoomId(1) }]);
+    }
+
+    #[tokio::test]
+    async fn no_unsubscribe_is_queued_behind_the_applications_own_subscribe() {
+        let (mut d, _rx) = driver(16);
+        let (reply, _wait) = tokio::sync::oneshot::channel();
+        d.outq.push_back(Queued {
+            frame: ClientFrame::Subscribe {
+                room: RoomId(1),
+                since_seq: None,
+            },
+            kind: Kind::User { reply, retries: 0 },
+        });
+        let reply = ServerFrame::Subscribed {
+            room: RoomId(1),
+            entries: vec![],
+            latest_seq: Seq(3),
+            gap: None,
+        };
+        let resync = ClientFrame::Subscribe {
+            room: RoomId(1),
+            since_seq: Some(Seq(2)),
+        };
+        d.on_resume_reply(resync, RoomId(1), false, 0, Ok(reply));
+        assert_eq!(d.outq.len(), 1, "only the application's subscribe");
     }
 
     #[tokio::test]

@@ -383,6 +383,10 @@ async fn a_guest_reconnects_as_itself_after_a_drop() {
         let name = format!("visitor{}", wire as u8);
         let (guest, mut events) = connect(wire, proxy.addr, Auth::Guest(name.clone())).await;
         let me = guest.user();
+        assert!(
+            guest.guest_token().is_some(),
+            "{wire:?}: a new guest has a token"
+        );
         let room = guest.create_room("guests", RoomKind::Public).await.unwrap();
         guest.subscribe(room.id, None).await.unwrap();
         proxy.cut();
