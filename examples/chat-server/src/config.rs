@@ -117,11 +117,17 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
     pub max_connections_per_ip: usize,
 
+    /// Most plain HTTP connections from one client address (an IPv4 address or an IPv6
+    /// /64), idle keep-alive ones included; in all, at most --max-connections, counted apart
+    /// from WebSocket and TCP. Higher than the socket cap because a browser keeps several
+    /// HTTP connections open besides its WebSocket. Behind a reverse proxy every client has
+    /// the proxy's address: raise it.
+    #[arg(long, env = "CHAT_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_http_connections_per_ip: usize,
+
     /// Seconds an HTTP client has to send a request's head, from connecting or from the end
     /// of the previous response; so also how long an idle keep-alive connection stays open.
-    /// Bounds a client that opens connections and sends nothing (or a byte at a time). The
-    /// plain HTTP connections are capped like the others (--max-connections and
-    /// --max-connections-per-ip, counted apart from WebSocket and TCP).
+    /// Bounds a client that opens connections and sends nothing (or a byte at a time).
     #[arg(long, env = "CHAT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30.0)]
     pub http_header_timeout_secs: f64,
 

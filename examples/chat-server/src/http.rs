@@ -6,15 +6,18 @@
 //! connections as it liked; and a graceful shutdown waited for it. Here:
 //!
 //! - every connection takes a permit of a [`ConnLimiter`] (the WebSocket caps' kind, with the
-//!   same per-address grouping), so one address holds at most `--max-connections-per-ip`
-//!   HTTP connections and the server at most `--max-connections`, counted apart from the
-//!   WebSocket and TCP ones (an upgraded connection gives its HTTP permit back);
+//!   same per-address grouping), so one address holds at most
+//!   `--max-http-connections-per-ip` HTTP connections and the server at most
+//!   `--max-connections`, counted apart from the WebSocket and TCP ones (an upgraded
+//!   connection gives its HTTP permit back);
 //! - a request head must arrive within `--http-header-timeout-secs`, which also closes a
 //!   keep-alive connection idle that long;
 //! - a request must be answered within `--http-request-timeout-secs`, its body read included
 //!   ([`request_deadline`]);
 //! - a graceful shutdown lets requests in progress finish for as long as a request may take,
-//!   at most [`SHUTDOWN_GRACE`]; a half-sent request head counts as in progress.
+//!   at most [`SHUTDOWN_GRACE`]. hyper counts a connection that has not sent its first
+//!   request yet, or only part of its head, as in progress: one such connection makes a
+//!   shutdown take that long.
 
 use crate::error::ApiError;
 use axum::Router;
@@ -51,10 +54,12 @@ pub(crate) async fn serve(
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
+                // That one connection is gone before it was accepted: take the next.
+                Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     // Out of file descriptors, typically: the condition passes as connections
                     // close, and retrying at once would spin.
-                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tracing::warn!(error = %e, "HTTP accept failed; pausing accepts for 100 ms");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -116,10 +121,22 @@ pub(crate) async fn serve(
     connections.shutdown().await;
 }
 
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
 /// Answers a connection over the caps with a short `503`/`429` (the WebSocket caps' codes),
 /// written without waiting: the socket's send buffer is empty, and a refusal must not cost a
-/// task. Best effort: the connection is closed either way.
+/// task. The request bytes that have already arrived are read first, since closing a socket
+/// with unread data sends a reset, which can make the client drop the answer unread. Best
+/// effort: the connection is closed either way.
 fn refuse(tcp: &TcpStream, why: Refused) {
+    let mut request = [0u8; 4096];
+    let _ = tcp.try_read(&mut request);
     let (status, code) = match why {
         Refused::Full => ("503 Service Unavailable", "server_busy"),
         Refused::PerIp => ("429 Too Many Requests", "too_many_connections"),

@@ -234,7 +234,7 @@ impl Server {
         );
         let http_limiter = chat_core::conn::ConnLimiter::new(
             config.max_connections,
-            config.max_connections_per_ip,
+            config.max_http_connections_per_ip,
         );
         let header_timeout = Duration::from_secs_f64(config.http_header_timeout_secs);
         let task = tokio::spawn(serve(

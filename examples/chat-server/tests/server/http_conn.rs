@@ -65,7 +65,7 @@ async fn a_request_body_that_never_ends_gets_408() {
 
 #[tokio::test]
 async fn plain_http_connections_are_capped_per_address() {
-    let s = start(&["--max-connections-per-ip", "2"]).await;
+    let s = start(&["--max-http-connections-per-ip", "2"]).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(TcpStream::connect(s.addr()).await.unwrap());
