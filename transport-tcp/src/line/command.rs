@@ -38,6 +38,8 @@ pub(crate) enum Command {
     },
     /// `/nick <name>`: sign in as a guest.
     Nick(String),
+    /// `/token <token>`: sign in with a session token (how a guest comes back).
+    Token(String),
     /// `/create <name>`: the name is the rest of the line.
     Create(String),
     /// `/join <room>`.
@@ -100,6 +102,10 @@ impl Command {
                 Command::Nick(args.to_string())
             }
             "nick" => Command::Usage("usage: /nick <name> (one word)"),
+            "token" if !args.is_empty() && !args.contains(char::is_whitespace) => {
+                Command::Token(args.to_string())
+            }
+            "token" => Command::Usage("usage: /token <token>"),
             "create" if !args.is_empty() => Command::Create(args.to_string()),
             "create" => Command::Usage("usage: /create <room name>"),
             "join" if !args.is_empty() => Command::Join(Target::parse(args)),
@@ -145,6 +151,8 @@ mod tests {
             ("/nick bob", Nick("bob".into())),
             ("/NICK bob", Nick("bob".into())),
             ("/nick", Usage("usage: /nick <name> (one word)")),
+            ("/token abc_-1", Token("abc_-1".into())),
+            ("/token", Usage("usage: /token <token>")),
             ("/create my room", Create("my room".into())),
             ("/join lobby", Join(Target::Name("lobby".into()))),
             ("/join 7", Join(Target::Id(RoomId(7)))),

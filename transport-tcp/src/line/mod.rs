@@ -334,7 +334,7 @@ impl<R> LineReader<R> {
                 self.job = Some(Job::barrier());
                 return;
             }
-            Command::Login { .. } | Command::Nick(_) => Err(format!(
+            Command::Login { .. } | Command::Nick(_) | Command::Token(_) => Err(format!(
                 "you are already signed in as {}",
                 st.me.as_deref().map(sanitize).unwrap_or_default()
             )),
@@ -674,6 +674,7 @@ where
                     password,
                 }),
                 Command::Nick(name) => Some(HelloAuth::Guest(name)),
+                Command::Token(token) => Some(HelloAuth::Token(token)),
                 Command::Usage(usage) => {
                     render::error(&mut text, usage);
                     None

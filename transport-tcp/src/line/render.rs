@@ -24,6 +24,10 @@ const MAX_FOLLOWUPS: usize = 64;
 pub(crate) const HELP: &[(&str, &str)] = &[
     ("/login <user> <password>", "sign in"),
     ("/nick <name>", "sign in as a guest"),
+    (
+        "/token <token>",
+        "sign in again as the guest the token was given to",
+    ),
     ("/create <room>", "create a public room and enter it"),
     ("/join <room>", "join a room (by name or id) and enter it"),
     ("/leave [room]", "leave the current (or the named) room"),
@@ -367,9 +371,20 @@ fn render_frame(
 ) -> Option<Outcome> {
     let done = pending.as_ref().map(|_| Outcome::Done);
     match frame {
-        ServerFrame::Welcome { user, .. } => {
+        ServerFrame::Welcome { user, token, .. } => {
             st.me = Some(user.username.clone());
             info(out, &format!("signed in as {}", sanitize(&user.username)));
+            if let Some(token) = token {
+                // The name is taken from now on: this is the guest's only way back.
+                info(
+                    out,
+                    &format!(
+                        "to come back as {} later, sign in with /token {} (keep it to yourself)",
+                        sanitize(&user.username),
+                        sanitize(token)
+                    ),
+                );
+            }
             done
         }
         ServerFrame::Error { code, message } => {

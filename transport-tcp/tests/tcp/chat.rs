@@ -236,6 +236,22 @@ async fn line_users_send_direct_messages_and_switch_rooms() {
     imposter.send("/nick BOB").await;
     imposter.expect("! username is already taken").await;
 
+    // A guest comes back with the token it was shown.
+    let mut zed = LineClient::connect(h.addr).await;
+    zed.send("/nick zed").await;
+    zed.expect("* signed in as zed").await;
+    let shown = zed.line().await;
+    let token = shown
+        .split_once("/token ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no token in {shown:?}"))
+        .to_string();
+    zed.send("/quit").await;
+    zed.expect("* bye").await;
+    let mut zed = LineClient::connect(h.addr).await;
+    zed.send(&format!("/token {token}")).await;
+    zed.expect("* signed in as zed").await;
+
     // Signing in again to an account: the rooms are listed, and direct conversations are
     // followed at once, without a /join.
     h.engine
