@@ -910,6 +910,12 @@ impl Driver {
                         },
                     });
                 } else {
+                    // A `leave` that may or may not have happened: the application asked to
+                    // be out of the room, so the reconnection does not resubscribe it (for a
+                    // public room it would follow a room the user left). It can ask again.
+                    if let ClientFrame::Leave { room } = &q.frame {
+                        self.rooms.remove(room);
+                    }
                     let _ = reply.send(Err(ClientError::ConnectionLost));
                 }
             }
@@ -1358,6 +1364,25 @@ mod tests {
         };
         d.on_resume_reply(resync, RoomId(1), false, 0, Ok(reply));
         assert_eq!(d.outq.len(), 1, "only the application's subscribe");
+    }
+
+    #[tokio::test]
+    async fn a_leave_lost_with_the_connection_is_not_resubscribed() {
+        let (mut d, _rx) = driver(16);
+        subscribed(&mut d, 1, 2);
+        subscribed(&mut d, 2, 2);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        d.pending.insert(
+            7,
+            Queued {
+                frame: ClientFrame::Leave { room: RoomId(1) },
+                kind: Kind::User { reply, retries: 0 },
+            },
+        );
+        d.on_lost();
+        assert!(matches!(answer.await, Ok(Err(ClientError::ConnectionLost))));
+        assert!(!d.rooms.contains_key(&RoomId(1)), "not followed any more");
+        assert!(d.rooms.contains_key(&RoomId(2)), "the other room is");
     }
 
     #[tokio::test]
