@@ -40,7 +40,8 @@ struct Args {
     /// The password for --user (or set CHAT_PASSWORD, which keeps it out of `ps`).
     #[arg(long, short = 'p', env = "CHAT_PASSWORD", hide_env_values = true)]
     password: Option<String>,
-    /// Sign in as a guest with this name (where the server allows guests).
+    /// Sign in as a new guest with this name (where the server allows guests). The name is
+    /// taken from then on: chat-cli prints the token to come back with (`--token`).
     #[arg(long, value_name = "NAME", conflicts_with = "token")]
     guest: Option<String>,
     /// A session token issued by the server's HTTP API (or set CHAT_TOKEN).
@@ -180,6 +181,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(token) = client.guest_token() {
+        // The guest's name is taken from now on: the token is its only way back.
+        eprintln!(
+            "chat-cli: signed in as the new guest {}; to come back as them later, use \
+             --token {token} (keep it to yourself)",
+            client.user().username
+        );
+    }
     let options = {
         let mut o = CliOptions::default();
         o.history_on_join = args.history;
