@@ -94,15 +94,21 @@ pub fn rejection_response(r: &Rejection) -> Response {
         r.body(),
     )
         .into_response();
+    insert_rejection_headers(r, response.headers_mut());
+    response
+}
+
+/// The headers a [`Rejection`] carries (`WWW-Authenticate`, `Retry-After`, …), for an
+/// application that answers it in its own body shape.
+pub fn insert_rejection_headers(r: &Rejection, headers: &mut axum::http::HeaderMap) {
     for (name, value) in r.headers() {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
-            response.headers_mut().insert(n, v);
+            headers.insert(n, v);
         }
     }
-    response
 }
 
 impl WsServer {

@@ -39,13 +39,27 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Accepts and serves connections until `stop` resolves, then shuts down gracefully (see the
 /// module docs).
+/// The listener's limits (see the module docs).
+pub(crate) struct Limits {
+    /// Plain HTTP connections, in all and per address.
+    pub(crate) connections: ConnLimiter,
+    /// For a request head, and for an idle keep-alive connection.
+    pub(crate) header_timeout: Duration,
+    /// For a whole request; it also bounds the graceful shutdown's wait.
+    pub(crate) request_timeout: Duration,
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    limiter: ConnLimiter,
-    (header_timeout, request_timeout): (Duration, Duration),
+    limits: Limits,
     stop: ShutdownSignal,
 ) {
+    let Limits {
+        connections: limiter,
+        header_timeout,
+        request_timeout,
+    } = limits;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout);

@@ -232,18 +232,15 @@ impl Server {
             admin_api = config.admin_token.is_some(),
             "chat server listening on http://{http_addr}/"
         );
-        let http_limiter = chat_core::conn::ConnLimiter::new(
-            config.max_connections,
-            config.max_http_connections_per_ip,
-        );
-        let header_timeout = Duration::from_secs_f64(config.http_header_timeout_secs);
-        let task = tokio::spawn(serve(
-            listener,
-            (http_limiter, header_timeout),
-            app,
-            stop.clone(),
-            tcp,
-        ));
+        let http = http::Limits {
+            connections: chat_core::conn::ConnLimiter::new(
+                config.max_connections,
+                config.max_http_connections_per_ip,
+            ),
+            header_timeout: Duration::from_secs_f64(config.http_header_timeout_secs),
+            request_timeout: app.settings.request_timeout,
+        };
+        let task = tokio::spawn(serve(listener, http, app, stop.clone(), tcp));
         Ok(Server {
             http_addr,
             tcp_addr,
@@ -307,14 +304,13 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, &'static str), E
 /// Serves HTTP until `stop` fires, then shuts everything down in order.
 async fn serve(
     listener: TcpListener,
-    (http_limiter, header_timeout): (chat_core::conn::ConnLimiter, Duration),
+    http_limits: http::Limits,
     app: AppState,
     stop: ShutdownSignal,
     tcp: Option<JoinHandle<()>>,
 ) {
     let router = router(app.clone());
-    let timeouts = (header_timeout, app.settings.request_timeout);
-    let served = http::serve(listener, router, http_limiter, timeouts, stop.clone());
+    let served = http::serve(listener, router, http_limits, stop.clone());
 
     // The sockets must be told before axum's graceful shutdown can finish: an upgraded
     // connection lives outside axum's request tracking.

@@ -19,7 +19,7 @@ use crate::security::CurrentUser;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, OriginalUri, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chat_core::conn::{CodecChoice, ConnPermit, Refused};
 use chat_core::protocol::ClientFrame;
@@ -157,14 +157,7 @@ fn handshake_refusal(r: &Rejection) -> Response {
         other => other,
     };
     let mut response = ApiError::new(status, code, r.message()).into_response();
-    for (name, value) in r.headers() {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            response.headers_mut().insert(n, v);
-        }
-    }
+    transport_ws::axum::insert_rejection_headers(r, response.headers_mut());
     response
 }
 

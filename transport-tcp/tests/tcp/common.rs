@@ -474,3 +474,16 @@ impl Rng {
 pub fn bytes(v: &[u8]) -> Bytes {
     Bytes::copy_from_slice(v)
 }
+
+/// A line with the token a new guest is shown ("… sign in with /token T …") replaced by
+/// `<token>`: tokens are random, the rest of a transcript is not.
+pub fn mask_token(line: &str) -> String {
+    const AT: &str = "sign in with /token ";
+    match line.split_once(AT) {
+        Some((before, rest)) => {
+            let after = rest.split_once(' ').map_or("", |(_, after)| after);
+            format!("{before}{AT}<token> {after}")
+        }
+        None => line.to_string(),
+    }
+}

@@ -245,10 +245,17 @@ impl SignInGate for Budget {
 
 const REFUSED: &str = "too many sign-in attempts from your address; try again later";
 
-fn gated(gate: &Arc<Budget>) -> TcpConfig {
+/// A server (guests allowed) behind `gate`, with the password account `erin`.
+async fn gated_with_erin(gate: &Arc<Budget>) -> Harness {
     let mut config = TcpConfig::default();
     config.sign_in_gate = Some(gate.clone());
-    config
+    let h = Harness::start_with(config, guest_limits()).await;
+    h.engine
+        .accounts()
+        .register("erin", "correct horse battery")
+        .await
+        .unwrap();
+    h
 }
 
 fn loopback(n: usize) -> Vec<IpAddr> {
@@ -258,12 +265,7 @@ fn loopback(n: usize) -> Vec<IpAddr> {
 #[tokio::test]
 async fn line_mode_sign_ins_spend_the_gate_budget_across_connections() {
     let gate = Budget::new(2);
-    let h = Harness::start_with(gated(&gate), guest_limits()).await;
-    h.engine
-        .accounts()
-        .register("erin", "correct horse battery")
-        .await
-        .unwrap();
+    let h = gated_with_erin(&gate).await;
 
     // One attempt, and a line that is not one (`/help` asks nothing of the gate).
     let mut first = LineClient::connect(h.addr).await;
@@ -298,12 +300,7 @@ async fn line_mode_sign_ins_spend_the_gate_budget_across_connections() {
 #[tokio::test]
 async fn a_binary_hello_with_credentials_is_refused_once_the_gate_budget_is_spent() {
     let gate = Budget::new(1);
-    let h = Harness::start_with(gated(&gate), guest_limits()).await;
-    h.engine
-        .accounts()
-        .register("erin", "correct horse battery")
-        .await
-        .unwrap();
+    let h = gated_with_erin(&gate).await;
     let login = |password: &str| {
         hello(HelloAuth::Login {
             username: "erin".into(),

@@ -21,6 +21,20 @@ pub(crate) struct TestServer {
     pub(crate) http: reqwest::Client,
 }
 
+/// Like [`start`], with the TCP transport on a free loopback port too.
+pub(crate) async fn start_with_tcp(extra: &[&str]) -> TestServer {
+    let mut args = vec![
+        "chat-server",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--memory",
+    ];
+    args.extend_from_slice(extra);
+    start_with(&args).await
+}
+
 /// A server on a free loopback port, in memory, plus `extra` flags.
 pub(crate) async fn start(extra: &[&str]) -> TestServer {
     let mut args = vec![
@@ -94,6 +108,15 @@ impl TestServer {
             req = req.header("Cookie", u.cookie());
         }
         decode(req.send().await.unwrap()).await
+    }
+
+    /// A group room created by `owner` through the API; its id.
+    pub(crate) async fn create_room(&self, owner: &User, name: &str) -> u64 {
+        let (status, room) = self
+            .post("/api/rooms", Some(owner), serde_json::json!({"name": name}))
+            .await;
+        assert!(status.is_success(), "create_room {name}: {status} {room}");
+        room["room"]["id"].as_u64().expect("a room id")
     }
 
     pub(crate) async fn get(&self, path: &str, user: Option<&User>) -> (StatusCode, Value) {

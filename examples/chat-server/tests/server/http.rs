@@ -555,10 +555,7 @@ async fn status_and_health() {
     assert_eq!(status["store"], "memory");
 
     let alice = s.register("alice").await;
-    let (_, room) = s
-        .post("/api/rooms", Some(&alice), json!({"name": "r"}))
-        .await;
-    let room = room["room"]["id"].as_u64().unwrap();
+    let room = s.create_room(&alice, "r").await;
     let mut ws = s.ws("/ws", &alice).await;
     ws.request(1, json!({"type": "subscribe", "room": room}))
         .await;
@@ -582,10 +579,7 @@ async fn the_admin_api_publishes_with_the_right_token_only() {
     let token = "an-admin-token-of-some-length";
     let s = start(&["--admin-token", token]).await;
     let alice = s.register("alice").await;
-    let (_, room) = s
-        .post("/api/rooms", Some(&alice), json!({"name": "news"}))
-        .await;
-    let room = room["room"]["id"].as_u64().unwrap();
+    let room = s.create_room(&alice, "news").await;
     let mut ws = s.ws("/ws", &alice).await;
     ws.request(1, json!({"type": "subscribe", "room": room}))
         .await;
@@ -724,10 +718,7 @@ async fn bad_input_gets_the_right_status_and_a_json_error() {
     let s = start(&["--max-request-bytes", "40000"]).await;
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
-    let (_, room) = s
-        .post("/api/rooms", Some(&alice), json!({"name": "private"}))
-        .await;
-    let room = room["room"]["id"].as_u64().unwrap();
+    let room = s.create_room(&alice, "private").await;
     let send_path = format!("/api/rooms/{room}/messages");
 
     let raw = |path: &str, content_type: Option<&str>, body: Vec<u8>| {

@@ -194,10 +194,7 @@ async fn handshake(
 async fn refused_handshakes_answer_with_the_api_error_shape() {
     let s = start(&[]).await;
     let alice = s.register("alice").await;
-    let (_, room) = s
-        .post("/api/rooms", Some(&alice), json!({"name": "r"}))
-        .await;
-    let room = room["room"]["id"].as_u64().unwrap();
+    let room = s.create_room(&alice, "r").await;
     let origin = ("Origin", s.base.clone());
     for path in ["/ws".to_string(), format!("/chatsocket/{room}")] {
         // No credentials.
@@ -252,10 +249,7 @@ async fn refused_handshakes_answer_with_the_api_error_shape() {
 async fn logout_revokes_the_session_and_closes_its_sockets() {
     let s = start(&[]).await;
     let alice = s.register("alice").await;
-    let (_, room) = s
-        .post("/api/rooms", Some(&alice), json!({"name": "r"}))
-        .await;
-    let room = room["room"]["id"].as_u64().unwrap();
+    let room = s.create_room(&alice, "r").await;
     let mut plain = s.ws("/ws", &alice).await;
     plain.request(1, json!({"type": "ping"})).await;
     let mut legacy = s.ws(&format!("/chatsocket/{room}"), &alice).await;
@@ -306,10 +300,7 @@ async fn logout_revokes_the_session_and_closes_its_sockets() {
 async fn shutdown_closes_sockets_with_going_away_and_keeps_what_was_acknowledged() {
     let s = start(&[]).await;
     let alice = s.register("alice").await;
-    let (_, room) = s
-        .post("/api/rooms", Some(&alice), json!({"name": "r"}))
-        .await;
-    let room = room["room"]["id"].as_u64().unwrap();
+    let room = s.create_room(&alice, "r").await;
     let mut ws = s.ws("/ws", &alice).await;
     let mut legacy = s.ws(&format!("/chatsocket/{room}"), &alice).await;
     assert_eq!(legacy.next().await["type"], "subscribed");

@@ -22,10 +22,7 @@ async fn data_survives_a_restart_on_a_sqlite_file() {
     let (_, status) = s.get("/status", None).await;
     assert_eq!(status["store"], "sqlite");
     let alice = s.register("alice").await;
-    let (_, room) = s
-        .post("/api/rooms", Some(&alice), json!({"name": "kept"}))
-        .await;
-    let room = room["room"]["id"].as_u64().unwrap();
+    let room = s.create_room(&alice, "kept").await;
     let mut ws = s.ws(&format!("/chatsocket/{room}"), &alice).await;
     assert_eq!(ws.next().await["type"], "subscribed");
     let sent = ws

@@ -28,15 +28,7 @@ async fn line_with(lines: &mut Lines<BufReader<OwnedReadHalf>>, needle: &str) ->
 
 #[tokio::test]
 async fn a_line_mode_user_and_a_web_user_chat_in_one_room() {
-    let s = start_with(&[
-        "chat-server",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--tcp-addr",
-        "127.0.0.1:0",
-        "--memory",
-    ])
-    .await;
+    let s = start_with_tcp(&[]).await;
     let alice = s.register("alice").await;
     s.register("bob").await;
     let (_, room) = s
@@ -89,17 +81,7 @@ async fn a_line_mode_user_and_a_web_user_chat_in_one_room() {
 
 #[tokio::test]
 async fn tcp_and_http_sign_ins_share_one_budget_per_address() {
-    let s = start_with(&[
-        "chat-server",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--tcp-addr",
-        "127.0.0.1:0",
-        "--memory",
-        "--auth-attempts-per-minute",
-        "3",
-    ])
-    .await;
+    let s = start_with_tcp(&["--auth-attempts-per-minute", "3"]).await;
     // Attempts 1 and 2, over HTTP: a registration and a wrong password.
     s.register("bob").await;
     let login = |password: &str| json!({"username": "bob", "password": password});
