@@ -4,6 +4,7 @@
 //! `tokio::time::pause`/`advance`. A token bucket is a dozen lines; this one reads
 //! `tokio::time::Instant`, which makes every rate-limit test deterministic.
 
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
@@ -49,12 +50,22 @@ impl TokenBucket {
             false
         }
     }
+
+    /// How long until the bucket holds a token again: zero if it holds one now. A refusal
+    /// can tell the client when to come back (HTTP's `Retry-After`) instead of having it
+    /// guess. A bucket that never refills (`rate` of zero or less) answers `Duration::MAX`.
+    pub fn until_token(&self) -> Duration {
+        let missing = 1.0 - self.available();
+        if missing <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::MAX)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn allows_the_burst_then_the_rate() {
@@ -69,5 +80,22 @@ mod tests {
         let taken = (0..10).filter(|_| b.try_take()).count();
         assert_eq!(taken, 3, "refill is capped at the burst");
         assert!(b.available() < 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn says_how_long_until_the_next_token() {
+        let mut b = TokenBucket::new(4.0, 2.0);
+        assert_eq!(b.until_token(), Duration::ZERO);
+        assert!(b.try_take() && b.try_take());
+        assert_eq!(b.until_token(), Duration::from_millis(250));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let left = b.until_token().as_secs_f64();
+        assert!((left - 0.150).abs() < 1e-6, "{left}");
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(b.until_token(), Duration::ZERO);
+        assert_eq!(TokenBucket::new(0.0, 1.0).until_token(), Duration::ZERO);
+        let mut never = TokenBucket::new(0.0, 1.0);
+        assert!(never.try_take());
+        assert_eq!(never.until_token(), Duration::MAX);
     }
 }

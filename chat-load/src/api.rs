@@ -16,6 +16,24 @@ use tokio::task::JoinSet;
 /// The password of every account the tool creates (the server wants at least 8 characters).
 const PASSWORD: &str = "chat-load password";
 
+/// How many times one request is retried after `429` with `Retry-After`.
+const MAX_RETRIES: u32 = 10;
+/// The longest `Retry-After` waited out; a longer one fails the request with its hint.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// The `Retry-After` of a response in seconds (the form chat-server sends), if it is there
+/// and at most [`MAX_RETRY_WAIT`].
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs)).filter(|d| *d <= MAX_RETRY_WAIT)
+}
+
 /// A thin client of the JSON API.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -40,19 +58,34 @@ impl Api {
         })
     }
 
+    /// Posts `body` to `path`. A `429` with a `Retry-After` of at most [`MAX_RETRY_WAIT`] is
+    /// waited out and retried, at most [`MAX_RETRIES`] times: the server's limits are
+    /// per user and per address, and a setup of many rooms or accounts runs into them by
+    /// design. (The callers bound the whole setup in time as well.)
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Result<Value, LoadError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.post(&url).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
         let http_err = |source| LoadError::Http {
             url: url.clone(),
             source,
         };
-        let resp = req.send().await.map_err(http_err)?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(http_err)?;
+        let mut retries = 0;
+        let (status, text) = loop {
+            let mut req = self.http.post(&url).json(&body);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.map_err(http_err)?;
+            let status = resp.status();
+            let wait = retry_after(resp.headers());
+            let text = resp.text().await.map_err(http_err)?;
+            match wait {
+                Some(wait) if status.as_u16() == 429 && retries < MAX_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break (status, text),
+            }
+        };
         if !status.is_success() {
             let hint = match status.as_u16() {
                 429 if path.starts_with("/api/register") || path.starts_with("/api/guest") => {
@@ -170,4 +203,29 @@ where
         out[i] = Some(r?);
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_static(v));
+            retry_after(&h)
+        };
+        assert_eq!(with("3"), Some(Duration::from_secs(3)));
+        assert_eq!(with(" 10 "), Some(MAX_RETRY_WAIT));
+        assert_eq!(with("11"), None, "longer than the tool waits");
+        assert_eq!(
+            with("Wed, 21 Oct 2015 07:28:00 GMT"),
+            None,
+            "dates are not sent"
+        );
+        assert_eq!(with("-1"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
 }

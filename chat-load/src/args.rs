@@ -52,8 +52,10 @@ pub enum Accounts {
         Server settings that matter (chat-server flags): --max-connections-per-ip and \
         --max-connections (all load comes from one address), --auth-attempts-per-minute \
         (registrations), --requests-per-second and --request-burst (one sender session \
-        sends far more than a person, and one account creates every room over HTTP, \
-        where writes are limited per user at the same rate). The TCP transport's \
+        sends far more than a person). Setup spreads room creation over the accounts \
+        (room r is created by account r mod --users) and waits out a 429 that comes \
+        with a Retry-After of at most 10 s, up to 10 times per request, so default \
+        limits only make a large setup slower. The TCP transport's \
         per-address cap (64) has no chat-server flag.\n\n\
         Output: a progress line on stderr once a second; at the end a table on stdout \
         followed by one JSON line (the last line). Every phase is bounded in time; the tool \

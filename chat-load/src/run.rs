@@ -145,15 +145,15 @@ pub async fn run(args: &Args) -> Result<Report, LoadError> {
                 setup_deadline,
                 "room setup",
                 setup_bound,
-                api.create_room(&tokens[0], &name),
+                api.create_room(&tokens[owner_of(r, users)], &name),
             )
             .await??,
         );
     }
-    // Every account joins every room one of its connections uses (user 0 owns them all).
+    // Every account joins every room one of its connections uses, unless it owns it.
     let mut pairs: Vec<(usize, usize)> = (0..total_conns)
         .map(|c| (c % users, room_of(c, args.connections, args.rooms)))
-        .filter(|(u, _)| *u != 0)
+        .filter(|&(u, r)| u != owner_of(r, users))
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
@@ -434,6 +434,12 @@ pub async fn run(args: &Args) -> Result<Report, LoadError> {
 }
 
 /// Receivers take rooms round-robin; so do senders, counted from 0.
+/// The account that creates room `room`: round-robin, so that creating many rooms spreads
+/// over the accounts' write budgets (`429` past `--request-burst` per user).
+fn owner_of(room: usize, users: usize) -> usize {
+    room % users.max(1)
+}
+
 fn room_of(conn: usize, receivers: usize, rooms: usize) -> usize {
     if conn < receivers {
         conn % rooms

@@ -7,15 +7,7 @@ use chat_server::{Config, Server};
 use clap::Parser;
 
 async fn server() -> Server {
-    let config = Config::try_from_args([
-        "chat-server",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--tcp-addr",
-        "127.0.0.1:0",
-        "--memory",
-        "--log",
-        "warn",
+    server_with(&[
         // One sender session sends faster than a person; registrations all come from one
         // address.
         "--requests-per-second",
@@ -25,7 +17,22 @@ async fn server() -> Server {
         "--auth-attempts-per-minute",
         "1000",
     ])
-    .expect("valid flags");
+    .await
+}
+
+async fn server_with(flags: &[&str]) -> Server {
+    let mut all = vec![
+        "chat-server",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tcp-addr",
+        "127.0.0.1:0",
+        "--memory",
+        "--log",
+        "warn",
+    ];
+    all.extend_from_slice(flags);
+    let config = Config::try_from_args(all).expect("valid flags");
     Server::start(config).await.expect("server starts")
 }
 
@@ -98,6 +105,36 @@ async fn websocket_postcard_scenario_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_scenario_loses_nothing() {
     tiny_scenario(Wire::Tcp).await;
+}
+
+/// One account creating more rooms than its write burst: the server answers `429` with
+/// `Retry-After`, and the tool waits it out instead of failing the setup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_past_the_servers_write_limit_waits_and_completes() {
+    let server = server_with(&[
+        "--requests-per-second",
+        "50",
+        "--request-burst",
+        "3",
+        "--auth-attempts-per-minute",
+        "1000",
+    ])
+    .await;
+    let a = args(
+        &server,
+        Wire::Ws,
+        &[
+            "-n", "7", "-k", "7", "-s", "1", "--users", "1", "--rate", "5", "-d", "0.5",
+        ],
+    );
+    let r = chat_load::run(&a)
+        .await
+        .expect("the setup waits out the 429s");
+    assert_eq!(r.send_errors, 0, "{:?}", r.first_error);
+    assert!(r.acked > 0);
+    assert_eq!(r.loss.lost, 0, "{r}");
+    server.shutdown();
+    server.wait().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,10 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: Cow<'static, str>,
     pub(crate) message: String,
+    /// Sent as `Retry-After` (whole seconds, rounded up, at least 1): when a refusal knows
+    /// when the client may come back (a rate limit), it says so rather than have the client
+    /// guess or hammer.
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -52,7 +56,14 @@ impl ApiError {
             status,
             code: Cow::Borrowed(code),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After`.
+    pub(crate) fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -108,6 +119,7 @@ impl From<chat_core::Error> for ApiError {
             status,
             code: Cow::Borrowed(code.as_str()),
             message: e.public_message(),
+            retry_after: None,
         }
     }
 }
@@ -192,13 +204,44 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(wait) = self.retry_after {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+        }
         response
     }
+}
+
+/// `Retry-After` in whole seconds: rounded up (coming back early only earns another
+/// refusal), at least 1 (0 invites an immediate retry loop), at most an hour.
+pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    secs.clamp(1, 3_600)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_within_bounds() {
+        use std::time::Duration;
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(20)), 20);
+        assert_eq!(retry_after_secs(Duration::MAX), 3_600);
+        let r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down")
+            .retry_after(Duration::from_millis(2_500))
+            .into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        let r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "x").into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn every_engine_code_has_a_deliberate_status() {

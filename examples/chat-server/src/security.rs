@@ -228,10 +228,20 @@ struct Keyed<K> {
 /// Why a [`KeyedLimiter`] refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Denied {
-    /// This key's bucket is empty.
-    Limited,
-    /// A new key, and the map is full of buckets that are all refusing.
-    NoRoom,
+    /// This key's bucket is empty; it holds a token again after this long.
+    Limited(Duration),
+    /// A new key, and the map is full of buckets that are all refusing; one gains a token
+    /// within this long.
+    NoRoom(Duration),
+}
+
+impl Denied {
+    /// When to try again, for `Retry-After`.
+    pub(crate) fn retry_after(self) -> Duration {
+        match self {
+            Denied::Limited(d) | Denied::NoRoom(d) => d,
+        }
+    }
 }
 
 impl<K: std::hash::Hash + Eq + Copy> KeyedLimiter<K> {
@@ -255,17 +265,25 @@ impl<K: std::hash::Hash + Eq + Copy> KeyedLimiter<K> {
             return if bucket.try_take() {
                 Ok(())
             } else {
-                Err(Denied::Limited)
+                Err(Denied::Limited(bucket.until_token()))
             };
         }
         if st.buckets.len() >= self.cap && !self.make_room(&mut st) {
-            return Err(Denied::NoRoom);
+            let wait = st.no_room_until.map_or(Duration::ZERO, |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            return Err(Denied::NoRoom(wait));
         }
         let mut bucket = TokenBucket::new(self.rate, self.burst);
         // A new bucket holds `burst` ≥ 1 tokens.
         let taken = bucket.try_take();
+        let wait = bucket.until_token();
         st.buckets.insert(key, bucket);
-        if taken { Ok(()) } else { Err(Denied::Limited) }
+        if taken {
+            Ok(())
+        } else {
+            Err(Denied::Limited(wait))
+        }
     }
 
     /// Forgets buckets as the type's documentation says; false if none could go.
@@ -348,12 +366,15 @@ impl AuthLimiter {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 match why {
-                    Denied::Limited => "too many sign-in attempts from your address; wait a minute",
-                    Denied::NoRoom => {
+                    Denied::Limited(_) => {
+                        "too many sign-in attempts from your address; wait a minute"
+                    }
+                    Denied::NoRoom(_) => {
                         "too many addresses are signing in at once; try again in a few seconds"
                     }
                 },
             )
+            .retry_after(why.retry_after())
         })
     }
 }
@@ -397,10 +418,11 @@ impl WriteLimiter {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 match why {
-                    Denied::Limited => "too many requests; slow down",
-                    Denied::NoRoom => "the server is busy; try again in a moment",
+                    Denied::Limited(_) => "too many requests; slow down",
+                    Denied::NoRoom(_) => "the server is busy; try again in a moment",
                 },
             )
+            .retry_after(why.retry_after())
         })
     }
 }
@@ -504,10 +526,11 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(l.check(a).is_ok() && l.check(a).is_ok() && l.check(a).is_ok());
-        assert_eq!(
-            l.check(a).unwrap_err().status,
-            StatusCode::TOO_MANY_REQUESTS
-        );
+        let e = l.check(a).unwrap_err();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        // Three a minute: the next one in twenty seconds.
+        let wait = e.retry_after.expect("a Retry-After").as_secs_f64();
+        assert!((wait - 20.0).abs() < 1e-6, "{wait}");
         assert!(l.check(b).is_ok());
         tokio::time::advance(std::time::Duration::from_secs(20)).await;
         assert!(l.check(a).is_ok());
@@ -574,6 +597,11 @@ mod tests {
             (e.status, e.code.as_ref()),
             (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
         );
+        assert_eq!(
+            e.retry_after,
+            Some(Duration::from_millis(500)),
+            "a refusal says when the next write is allowed"
+        );
         assert!(l.check(bob).is_ok(), "another user has their own bucket");
         // Others writing cannot reset alice's bucket, and the map stays bounded.
         for i in 3..100 {
@@ -602,6 +630,11 @@ mod tests {
         assert_eq!(
             (e.status, e.code.as_ref()),
             (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        let wait = e.retry_after.expect("a Retry-After");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(60),
+            "{wait:?}"
         );
         for i in 0..cap as u32 {
             assert!(l.check(v4(i)).is_err(), "nobody was forgotten to make room");
