@@ -224,7 +224,7 @@ impl Conn {
                                 session,
                                 user,
                                 limits,
-                                token,
+                                token: token.map(chat_core::protocol::Secret::into_string),
                             },
                         )),
                         ServerFrame::Error { code, message } => {

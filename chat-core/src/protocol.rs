@@ -191,8 +191,9 @@ pub struct Hello {
     pub auth: Option<HelloAuth>,
 }
 
-/// Credentials carried in a `hello`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Credentials carried in a `hello`. Its `Debug` leaves the token and the password out, as
+/// [`crate::Credentials`]'s does: a `hello` logged with `{:?}` must not leak them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HelloAuth {
     /// A session token from a login.
@@ -206,6 +207,55 @@ pub enum HelloAuth {
     },
     /// A guest name (only where the server enables guests).
     Guest(String),
+}
+
+impl std::fmt::Debug for HelloAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HelloAuth::Token(_) => f.write_str("Token(..)"),
+            HelloAuth::Login { username, .. } => {
+                write!(f, "Login {{ username: {username:?}, .. }}")
+            }
+            HelloAuth::Guest(name) => write!(f, "Guest({name:?})"),
+        }
+    }
+}
+
+/// A credential the server hands out in a frame (a new guest's session token). On the wire
+/// it is a plain string; its `Debug` prints `Secret(..)`, so a frame logged with `{:?}` does
+/// not leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, to store or present: keep it as a password is kept.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The secret as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// A frame to a client, with the id of the request it answers.
@@ -236,7 +286,7 @@ pub enum ServerFrame {
         /// next time (`{"token": ...}`), since the guest's name is now taken. Keep it as a
         /// password is kept.
         #[serde(default)]
-        token: Option<String>,
+        token: Option<Secret>,
     },
     /// A generic success reply.
     Ok,
@@ -993,6 +1043,28 @@ mod tests {
             )
         });
         assert_eq!(fast, req);
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output_and_are_plain_strings_on_the_wire() {
+        let login = HelloAuth::Login {
+            username: "alice".into(),
+            password: "hunter2-hunter2".into(),
+        };
+        let token = HelloAuth::Token("tok-123456".into());
+        let shown = format!("{login:?} {token:?} {:?}", HelloAuth::Guest("g".into()));
+        assert_eq!(
+            shown,
+            r#"Login { username: "alice", .. } Token(..) Guest("g")"#
+        );
+        let secret = Secret::from("tok-123456");
+        assert_eq!(format!("{secret:?}"), "Secret(..)");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), r#""tok-123456""#);
+        assert_eq!(
+            postcard::to_allocvec(&secret).unwrap(),
+            postcard::to_allocvec("tok-123456").unwrap()
+        );
+        assert_eq!(secret.expose(), "tok-123456");
     }
 
     /// Server frames of each shape (unit, struct, newtype around a struct, nested lists and

@@ -19,7 +19,7 @@ use crate::ids::{RoomId, Seq, SessionId};
 use crate::model::{Appended, HistoryQuery};
 use crate::protocol::{
     ClientFrame, Codec, Entry, Hello, HelloAuth, Outgoing, PROTOCOL_VERSION, Request, RequestId,
-    RoomInfo, SeqRange, ServerFrame, UserInfo, WireLimits,
+    RoomInfo, Secret, SeqRange, ServerFrame, UserInfo, WireLimits,
 };
 use crate::ratelimit::TokenBucket;
 use crate::store::MAX_HISTORY_PAGE;
@@ -236,7 +236,7 @@ impl Session {
     fn welcome(&self, token: Option<String>) -> ServerFrame {
         let l = self.engine.limits();
         ServerFrame::Welcome {
-            token,
+            token: token.map(Secret::from),
             version: PROTOCOL_VERSION,
             session: self.shared.id,
             user: UserInfo {

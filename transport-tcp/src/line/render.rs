@@ -381,7 +381,7 @@ fn render_frame(
                     &format!(
                         "to come back as {} later, sign in with /token {} (keep it to yourself)",
                         sanitize(&user.username),
-                        sanitize(token)
+                        sanitize(token.expose())
                     ),
                 );
             }
