@@ -12,8 +12,8 @@
 //! Every queue here is bounded: the command channel and `outq` + `pending` by
 //! `max_in_flight`, the event channel by `event_capacity`, the event backlog by
 //! [`MAX_BACKLOG`]. Every loop is bounded: reconnection by `max_attempts`, retries of a request
-//! by `max_request_retries`, resubscription of a room after `rate_limited` by
-//! [`MAX_RESUME_ATTEMPTS`].
+//! by `max_request_retries`, resubscription of a room after `rate_limited` or
+//! `storage_error` by [`MAX_RESUME_ATTEMPTS`].
 
 use crate::config::ClientConfig;
 use crate::conn::{CLOSE_POLICY, CLOSE_REVOKED, Conn, Ended, Incoming, Welcome, WriteError};
@@ -34,15 +34,24 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// unsubscriptions, connection events: a handful per reconnection). Beyond it the oldest is
 /// discarded and counted in `Lagged`.
 const MAX_BACKLOG: usize = 256;
-/// How often a room's resubscription is re-sent after `rate_limited` before it is given up.
+/// How often a room's resubscription is sent before it is given up, when the server answers
+/// with a passing failure ([`is_passing`]).
 const MAX_RESUME_ATTEMPTS: u32 = 5;
 
-/// The first wait after a resubscription was answered `rate_limited`; it doubles each time.
+/// The first wait after a resubscription was answered with a passing failure; it doubles each
+/// time.
 const RESUME_BACKOFF: Duration = Duration::from_millis(250);
 /// Most incoming frames handled in one go, without waiting, once one has arrived.
 const MAX_BURST: usize = 32;
 
 pub(crate) type Reply = oneshot::Sender<Result<ServerFrame, ClientError>>;
+
+/// Errors that say "not now" rather than "no": the request had no effect and the same one
+/// may succeed a moment later (PROTOCOL.md §7). A resubscription answered with one is sent
+/// again after a wait, instead of dropping the room.
+fn is_passing(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::RateLimited | ErrorCode::StorageError)
+}
 
 /// What a [`Client`](crate::Client) asks of the driver.
 pub(crate) enum Command {
@@ -751,12 +760,12 @@ impl Driver {
                     self.forget(room);
                 }
             }
-            Ok(ServerFrame::Error {
-                code: ErrorCode::RateLimited,
-                ..
-            }) if attempts + 1 < MAX_RESUME_ATTEMPTS => {
+            Ok(ServerFrame::Error { code, .. })
+                if is_passing(code) && attempts + 1 < MAX_RESUME_ATTEMPTS =>
+            {
                 // Back off before writing anything more: 250 ms, 0.5 s, 1 s, 2 s (a server's
-                // request bucket refills at its sustained rate, 20 per second by default).
+                // request bucket refills at its sustained rate, 20 per second by default; a
+                // store that failed needs a moment).
                 let backoff = RESUME_BACKOFF * 2u32.pow(attempts.min(6));
                 let until = Instant::now() + backoff.mul_f64(1.0 + 0.25 * self.rng.unit());
                 self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
@@ -1227,8 +1236,8 @@ mod tests {
         };
         let failed = || {
             Ok(ServerFrame::Error {
-                code: ErrorCode::StorageError,
-                message: "disk".into(),
+                code: ErrorCode::NotMember,
+                message: "not a member".into(),
             })
         };
         d.on_resume_reply(resync.clone(), RoomId(1), false, 0, failed());
@@ -1244,6 +1253,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_limited_resync_waits_longer_each_time_before_anything_is_written() {
+        resync_backs_off_after(ErrorCode::RateLimited);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_that_met_a_failing_store_is_tried_again_later() {
+        resync_backs_off_after(ErrorCode::StorageError);
+    }
+
+    fn resync_backs_off_after(code: ErrorCode) {
         let (mut d, _rx) = driver(16);
         subscribed(&mut d, 1, 2);
         let resync = ClientFrame::Subscribe {
@@ -1252,8 +1270,8 @@ mod tests {
         };
         let limited = || {
             Ok(ServerFrame::Error {
-                code: ErrorCode::RateLimited,
-                message: "slow down".into(),
+                code,
+                message: "not now".into(),
             })
         };
         let mut waits = Vec::new();

@@ -98,11 +98,12 @@ pub enum Event {
         /// How long the client waits before it.
         retry_in: Duration,
     },
-    /// A room could not be resumed — after a reconnection (for example `not_member`: the user
-    /// was removed while away, or `seq_ahead`: the server's log no longer matches), or in
-    /// place, after the consumer lagged (then also for a passing failure such as
-    /// `storage_error`, or `rate_limited` after backing off several times). The client forgets
-    /// the room, and unsubscribes it on the server; subscribe again to retry.
+    /// A room could not be resumed — after a reconnection or in place, after the consumer
+    /// lagged: for example `not_member` (the user was removed while away) or `seq_ahead`
+    /// (the server's log no longer matches). A passing failure (`rate_limited`,
+    /// `storage_error`) is retried with a growing wait first, and reported only when several
+    /// attempts failed. The client forgets the room, and unsubscribes it on the server;
+    /// subscribe again to retry.
     ResumeFailed {
         /// The room.
         room: RoomId,
