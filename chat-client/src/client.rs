@@ -33,8 +33,9 @@ struct Inner {
     /// Random per client, so that `client_msg_id`s are unique per user across clients.
     msg_prefix: String,
     msg_counter: AtomicU64,
-    /// A new guest's token (see [`Client::guest_token`]).
-    guest_token: Option<String>,
+    /// A new guest's token (see [`Client::guest_token`]); `Secret` so that `Debug` of a
+    /// client does not print it.
+    guest_token: Option<chat_core::protocol::Secret>,
 }
 
 /// The reply to `subscribe`.
@@ -97,7 +98,7 @@ impl Client {
     /// to a connection that was established once.
     pub async fn connect(mut config: ClientConfig) -> Result<(Client, Events), ClientError> {
         let (conn, mut welcome) = Conn::open(&config).await?;
-        let guest_token = welcome.token.clone();
+        let guest_token = welcome.token.clone().map(chat_core::protocol::Secret::from);
         welcome.adopt_token(&mut config);
         let (cmd_tx, cmd_rx) = mpsc::channel(config.max_in_flight);
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity);
@@ -132,7 +133,10 @@ impl Client {
     /// which it now reconnects with. Keep it (like a password) to come back as the same guest
     /// later, with [`Auth::Token`](crate::Auth::Token): the guest's name is taken from now on.
     pub fn guest_token(&self) -> Option<&str> {
-        self.inner.guest_token.as_deref()
+        self.inner
+            .guest_token
+            .as_ref()
+            .map(chat_core::protocol::Secret::expose)
     }
 
     /// The current session's id (it changes with each reconnection).

@@ -376,6 +376,8 @@ async fn ws_connect(
     cfg: &ClientConfig,
     url: &str,
 ) -> Result<(WebSocketStream<TcpStream>, bool), ClientError> {
+    // Errors name the URL as given: after the next step it may carry the token.
+    let shown = url;
     let mut url = url.to_string();
     let mut token_in_hello = false;
     let mut bearer = None;
@@ -392,7 +394,7 @@ async fn ws_connect(
     let mut request = url
         .as_str()
         .into_client_request()
-        .map_err(|e| ClientError::Config(format!("bad WebSocket URL {url:?}: {e}")))?;
+        .map_err(|e| ClientError::Config(format!("bad WebSocket URL {shown:?}: {e}")))?;
     match request.uri().scheme_str() {
         Some("ws") => {}
         Some("wss") => {
@@ -402,12 +404,12 @@ async fn ws_connect(
                     .into(),
             ));
         }
-        _ => return Err(ClientError::Config(format!("not a ws:// URL: {url:?}"))),
+        _ => return Err(ClientError::Config(format!("not a ws:// URL: {shown:?}"))),
     }
     let host = request
         .uri()
         .host()
-        .ok_or_else(|| ClientError::Config(format!("no host in {url:?}")))?
+        .ok_or_else(|| ClientError::Config(format!("no host in {shown:?}")))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();

@@ -246,6 +246,14 @@ impl From<String> for Secret {
     }
 }
 
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 impl From<&str> for Secret {
     fn from(s: &str) -> Secret {
         Secret(s.to_string())
@@ -979,11 +987,22 @@ fn clean_serde_message(msg: &str) -> String {
 /// every recipient's queue. A transport asks for [`Outgoing::encoded`] in its codec; the first
 /// caller encodes, every other recipient gets a clone of the same `Bytes` (a reference count
 /// increment, no copy). Codecs nobody uses are never encoded.
-#[derive(Debug)]
 pub struct Outgoing {
     response: Response,
     json: OnceLock<Bytes>,
     postcard: OnceLock<Bytes>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    // The frame (whose secrets print as `..`), and the encodings' sizes only: the bytes of
+    // an encoded `welcome` would carry a guest's token in clear.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("response", &self.response)
+            .field("json_bytes", &self.json.get().map(Bytes::len))
+            .field("postcard_bytes", &self.postcard.get().map(Bytes::len))
+            .finish()
+    }
 }
 
 impl Outgoing {
@@ -1065,6 +1084,30 @@ mod tests {
             postcard::to_allocvec("tok-123456").unwrap()
         );
         assert_eq!(secret.expose(), "tok-123456");
+        // Also once encoded: an `Outgoing` holds the wire bytes too.
+        let welcome = Outgoing::event(ServerFrame::Welcome {
+            version: 1,
+            session: SessionId(1),
+            user: UserInfo {
+                id: UserId(1),
+                username: "g".into(),
+            },
+            limits: WireLimits {
+                max_body_bytes: 1,
+                max_replay: 1,
+                max_history_page: 1,
+            },
+            token: Some(secret),
+        });
+        let json = welcome.encoded(Codec::Json);
+        assert!(String::from_utf8_lossy(&json).contains("tok-123456"));
+        welcome.encoded(Codec::Postcard);
+        let shown = format!("{welcome:?}");
+        assert!(!shown.contains("tok-123456"), "{shown}");
+        assert!(
+            shown.contains(&format!("json_bytes: Some({})", json.len())),
+            "{shown}"
+        );
     }
 
     /// Server frames of each shape (unit, struct, newtype around a struct, nested lists and

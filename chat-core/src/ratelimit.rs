@@ -53,8 +53,12 @@ impl TokenBucket {
 
     /// How long until the bucket holds a token again: zero if it holds one now. A refusal
     /// can tell the client when to come back (HTTP's `Retry-After`) instead of having it
-    /// guess. A bucket that never refills (`rate` of zero or less) answers `Duration::MAX`.
+    /// guess. A bucket that can never hold a token (`rate` of zero or less, or a `burst`
+    /// below one) answers `Duration::MAX`.
     pub fn until_token(&self) -> Duration {
+        if self.burst < 1.0 && self.available() < 1.0 {
+            return Duration::MAX;
+        }
         let missing = 1.0 - self.available();
         if missing <= 0.0 {
             return Duration::ZERO;
@@ -97,5 +101,6 @@ mod tests {
         let mut never = TokenBucket::new(0.0, 1.0);
         assert!(never.try_take());
         assert_eq!(never.until_token(), Duration::MAX);
+        assert_eq!(TokenBucket::new(5.0, 0.5).until_token(), Duration::MAX);
     }
 }

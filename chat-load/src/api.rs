@@ -16,10 +16,12 @@ use tokio::task::JoinSet;
 /// The password of every account the tool creates (the server wants at least 8 characters).
 const PASSWORD: &str = "chat-load password";
 
-/// How many times one request is retried after `429` with `Retry-After`.
-const MAX_RETRIES: u32 = 10;
 /// The longest `Retry-After` waited out; a longer one fails the request with its hint.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// The most one request waits in all for `429`s. Requests sharing an exhausted budget (say,
+/// many registrations from one address) queue behind each other for the same refills, so
+/// this is a time, not a count; the setup as a whole is bounded by `--setup-timeout`.
+const MAX_WAITED: Duration = Duration::from_secs(300);
 
 /// The `Retry-After` of a response in seconds (the form chat-server sends), if it is there
 /// and at most [`MAX_RETRY_WAIT`].
@@ -59,7 +61,7 @@ impl Api {
     }
 
     /// Posts `body` to `path`. A `429` with a `Retry-After` of at most [`MAX_RETRY_WAIT`] is
-    /// waited out and retried, at most [`MAX_RETRIES`] times: the server's limits are
+    /// waited out and retried, for at most [`MAX_WAITED`] in all: the server's limits are
     /// per user and per address, and a setup of many rooms or accounts runs into them by
     /// design. (The callers bound the whole setup in time as well.)
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Result<Value, LoadError> {
@@ -68,7 +70,7 @@ impl Api {
             url: url.clone(),
             source,
         };
-        let mut retries = 0;
+        let mut waited = Duration::ZERO;
         let (status, text) = loop {
             let mut req = self.http.post(&url).json(&body);
             if let Some(t) = token {
@@ -79,8 +81,8 @@ impl Api {
             let wait = retry_after(resp.headers());
             let text = resp.text().await.map_err(http_err)?;
             match wait {
-                Some(wait) if status.as_u16() == 429 && retries < MAX_RETRIES => {
-                    retries += 1;
+                Some(wait) if status.as_u16() == 429 && waited + wait <= MAX_WAITED => {
+                    waited += wait;
                     tokio::time::sleep(wait).await;
                 }
                 _ => break (status, text),
@@ -218,8 +220,8 @@ mod tests {
             retry_after(&h)
         };
         assert_eq!(with("3"), Some(Duration::from_secs(3)));
-        assert_eq!(with(" 10 "), Some(MAX_RETRY_WAIT));
-        assert_eq!(with("11"), None, "longer than the tool waits");
+        assert_eq!(with(" 60 "), Some(MAX_RETRY_WAIT));
+        assert_eq!(with("61"), None, "longer than the tool waits");
         assert_eq!(
             with("Wed, 21 Oct 2015 07:28:00 GMT"),
             None,

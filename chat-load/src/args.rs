@@ -54,9 +54,11 @@ pub enum Accounts {
         (registrations), --requests-per-second and --request-burst (one sender session \
         sends far more than a person). Setup spreads room creation over the accounts \
         (room r is created by account r mod --users) and waits out a 429 that comes \
-        with a Retry-After of at most 10 s, up to 10 times per request, so default \
-        limits only make a large setup slower. The TCP transport's \
-        per-address cap (64) has no chat-server flag.\n\n\
+        with a Retry-After of at most 60 s (up to 5 minutes per request, within \
+        --setup-timeout), so default limits make a large setup slower rather than \
+        failing it (100 registrations at 30 a minute take about 2.5 minutes: raise \
+        --setup-timeout, or the server's limit). The TCP transport's per-address cap \
+        (64) has no chat-server flag.\n\n\
         Output: a progress line on stderr once a second; at the end a table on stdout \
         followed by one JSON line (the last line). Every phase is bounded in time; the tool \
         stops by itself. Exit status 0 when the run completed (even with loss: read the \

@@ -433,13 +433,13 @@ pub async fn run(args: &Args) -> Result<Report, LoadError> {
     })
 }
 
-/// Receivers take rooms round-robin; so do senders, counted from 0.
 /// The account that creates room `room`: round-robin, so that creating many rooms spreads
 /// over the accounts' write budgets (`429` past `--request-burst` per user).
 fn owner_of(room: usize, users: usize) -> usize {
     room % users.max(1)
 }
 
+/// Receivers take rooms round-robin; so do senders, counted from 0.
 fn room_of(conn: usize, receivers: usize, rooms: usize) -> usize {
     if conn < receivers {
         conn % rooms

@@ -12,6 +12,7 @@
 
 use chat_client::cli::{self, CliOptions, Console, Exit};
 use chat_client::{Auth, Client, ClientConfig, Codec, Transport, WsTokenPlacement};
+use chat_core::protocol::Secret;
 use clap::{Parser, ValueEnum};
 use rustyline_async::{Readline, ReadlineEvent, SharedWriter};
 use std::io::{IsTerminal, Write};
@@ -39,14 +40,14 @@ struct Args {
     user: Option<String>,
     /// The password for --user (or set CHAT_PASSWORD, which keeps it out of `ps`).
     #[arg(long, short = 'p', env = "CHAT_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    password: Option<Secret>,
     /// Sign in as a new guest with this name (where the server allows guests). The name is
     /// taken from then on: chat-cli prints the token to come back with (`--token`).
     #[arg(long, value_name = "NAME", conflicts_with = "token")]
     guest: Option<String>,
     /// A session token issued by the server's HTTP API (or set CHAT_TOKEN).
     #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Option<Secret>,
     /// Where a WebSocket token goes: the Authorization header, the URL query, or the hello.
     #[arg(long, value_enum, default_value_t = TokenIn::Header)]
     token_in: TokenIn,
@@ -84,12 +85,16 @@ impl Args {
         let auth = if let Some(user) = &self.user {
             Auth::Login {
                 username: user.clone(),
-                password: self.password.clone().unwrap_or_default(),
+                password: self
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
             }
         } else if let Some(guest) = &self.guest {
             Auth::Guest(guest.clone())
         } else if let Some(token) = &self.token {
-            Auth::Token(token.clone())
+            Auth::Token(token.expose().to_string())
         } else if matches!(transport, Transport::Ws(_)) {
             // The URL may carry the identity (`?token=`, a dev server's `?user=`).
             Auth::Transport

@@ -82,7 +82,7 @@ pub struct Config {
     /// <token>`). Without it the admin API is disabled. Prefer the environment variable: flags
     /// are visible to other users of the machine in the process list.
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<chat_core::protocol::Secret>,
 
     /// Mark the session cookie `Secure` (sent over HTTPS only). Turn on when the server is
     /// reached through HTTPS, e.g. behind a TLS-terminating proxy.
@@ -219,7 +219,7 @@ impl Config {
             return Err("--auth-attempts-per-minute must be at least 1".into());
         }
         if let Some(t) = &self.admin_token {
-            if t.len() < 16 {
+            if t.expose().len() < 16 {
                 return Err("--admin-token must be at least 16 characters".into());
             }
         }
@@ -252,6 +252,17 @@ mod tests {
         assert!(!c.memory && !c.guests && !c.auto_register && c.admin_token.is_none());
         assert_eq!(c.durability, Durability::Process);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_admin_token_stays_out_of_debug_output() {
+        let c = Config::try_from_args(["chat-server", "--admin-token", "0123456789abcdef-sekrit"])
+            .unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().map(|t| t.expose()),
+            Some("0123456789abcdef-sekrit")
+        );
+        assert!(!format!("{c:?}").contains("sekrit"));
     }
 
     #[test]

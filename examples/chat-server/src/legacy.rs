@@ -97,7 +97,14 @@ pub(crate) async fn auth(
                 "already_exists" => "That username is taken; choose another.".to_string(),
                 _ => e.message,
             });
-            p.render_with(e.status)
+            let mut r = p.render_with(e.status);
+            if let Some(wait) = e.retry_after {
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    crate::error::retry_after_secs(wait).into(),
+                );
+            }
+            r
         }
     }
 }

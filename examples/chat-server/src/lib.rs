@@ -182,8 +182,8 @@ impl Server {
                 guests: config.guests,
                 admin_token_hash: config
                     .admin_token
-                    .as_deref()
-                    .map(chat_core::auth::hash_token),
+                    .as_ref()
+                    .map(|t| chat_core::auth::hash_token(t.expose())),
                 store_kind,
                 max_request_bytes: config.max_request_bytes,
                 request_timeout: Duration::from_secs_f64(config.http_request_timeout_secs),

@@ -36,10 +36,19 @@ use tokio::time::Instant;
 pub(crate) const COOKIE: &str = "chat_token";
 
 /// The signed-in user of a request, and the token that proved it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct CurrentUser {
     pub(crate) identity: Identity,
     pub(crate) token: String,
+}
+
+impl std::fmt::Debug for CurrentUser {
+    // The token stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentUser")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The token a request presents: `Authorization: Bearer` first, then the cookie.

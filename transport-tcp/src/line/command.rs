@@ -2,6 +2,7 @@
 //! name; resolving either against the rooms the connection knows happens in the reader.
 
 use chat_core::RoomId;
+use chat_core::protocol::Secret;
 
 /// The most entries `/history` asks for (the protocol's largest history page).
 pub(crate) const MAX_HISTORY: u32 = 1000;
@@ -33,13 +34,13 @@ pub(crate) enum Command {
     Login {
         /// The username.
         user: String,
-        /// The password.
-        password: String,
+        /// The password (`Secret`: `Debug` leaves it out).
+        password: Secret,
     },
     /// `/nick <name>`: sign in as a guest.
     Nick(String),
     /// `/token <token>`: sign in with a session token (how a guest comes back).
-    Token(String),
+    Token(Secret),
     /// `/create <name>`: the name is the rest of the line.
     Create(String),
     /// `/join <room>`.
@@ -94,7 +95,7 @@ impl Command {
             "login" => match args.split_once(char::is_whitespace) {
                 Some((user, password)) if !password.trim().is_empty() => Command::Login {
                     user: user.to_string(),
-                    password: password.trim().to_string(),
+                    password: Secret::from(password.trim()),
                 },
                 _ => Command::Usage("usage: /login <user> <password>"),
             },
@@ -103,7 +104,7 @@ impl Command {
             }
             "nick" => Command::Usage("usage: /nick <name> (one word)"),
             "token" if !args.is_empty() && !args.contains(char::is_whitespace) => {
-                Command::Token(args.to_string())
+                Command::Token(Secret::from(args))
             }
             "token" => Command::Usage("usage: /token <token>"),
             "create" if !args.is_empty() => Command::Create(args.to_string()),
@@ -135,6 +136,20 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_typed_in_stay_out_of_debug_output() {
+        let shown = format!(
+            "{:?} {:?}",
+            Command::parse("/login alice correct horse"),
+            Command::parse("/token tok-abc")
+        );
+        assert!(
+            !shown.contains("correct horse") && !shown.contains("tok-abc"),
+            "{shown}"
+        );
+        assert!(shown.contains("alice"), "{shown}");
+    }
 
     #[test]
     fn commands_and_their_arguments() {

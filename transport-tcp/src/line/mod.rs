@@ -671,10 +671,10 @@ where
                 }
                 Command::Login { user, password } => Some(HelloAuth::Login {
                     username: user,
-                    password,
+                    password: password.into_string(),
                 }),
                 Command::Nick(name) => Some(HelloAuth::Guest(name)),
-                Command::Token(token) => Some(HelloAuth::Token(token)),
+                Command::Token(token) => Some(HelloAuth::Token(token.into_string())),
                 Command::Usage(usage) => {
                     render::error(&mut text, usage);
                     None
