@@ -24,7 +24,8 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 const MAX_WAITED: Duration = Duration::from_secs(300);
 
 /// The `Retry-After` of a response in seconds (the form chat-server sends), if it is there
-/// and at most [`MAX_RETRY_WAIT`].
+/// and at most [`MAX_RETRY_WAIT`]; at least a second, so that a server answering `0` is not
+/// hammered (and the [`MAX_WAITED`] budget runs out).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -33,7 +34,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    Some(Duration::from_secs(secs)).filter(|d| *d <= MAX_RETRY_WAIT)
+    Some(Duration::from_secs(secs.max(1))).filter(|d| *d <= MAX_RETRY_WAIT)
 }
 
 /// A thin client of the JSON API.
@@ -220,6 +221,7 @@ mod tests {
             retry_after(&h)
         };
         assert_eq!(with("3"), Some(Duration::from_secs(3)));
+        assert_eq!(with("0"), Some(Duration::from_secs(1)), "never a zero wait");
         assert_eq!(with(" 60 "), Some(MAX_RETRY_WAIT));
         assert_eq!(with("61"), None, "longer than the tool waits");
         assert_eq!(
