@@ -56,8 +56,8 @@ pub enum Accounts {
         (room r is created by account r mod --users) and waits out a 429 that comes \
         with a Retry-After of at most 60 s (up to 5 minutes per request, within \
         --setup-timeout), so default limits make a large setup slower rather than \
-        failing it (100 registrations at 30 a minute take about 2.5 minutes: raise \
-        --setup-timeout, or the server's limit). The TCP transport's per-address cap \
+        failing it (at 30 sign-ins a minute, 100 registrations need 30 at once, then \
+        one every 2 s: about 140 s; raise --setup-timeout, or the server's limit). The TCP transport's per-address cap \
         (64) has no chat-server flag.\n\n\
         Output: a progress line on stderr once a second; at the end a table on stdout \
         followed by one JSON line (the last line). Every phase is bounded in time; the tool \

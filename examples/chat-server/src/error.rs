@@ -204,13 +204,21 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        self.set_retry_after(headers);
+        response
+    }
+}
+
+impl ApiError {
+    /// Writes this error's `Retry-After`, if it has one, into `headers`: for the pages that
+    /// answer an `ApiError` with HTML rather than JSON.
+    pub(crate) fn set_retry_after(&self, headers: &mut axum::http::HeaderMap) {
         if let Some(wait) = self.retry_after {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs(wait)),
             );
         }
-        response
     }
 }
 

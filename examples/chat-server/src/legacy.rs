@@ -95,15 +95,10 @@ pub(crate) async fn auth(
             p.error = Some(match e.code.as_ref() {
                 "invalid_credentials" => "Wrong username or password.".to_string(),
                 "already_exists" => "That username is taken; choose another.".to_string(),
-                _ => e.message,
+                _ => e.message.clone(),
             });
             let mut r = p.render_with(e.status);
-            if let Some(wait) = e.retry_after {
-                r.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    crate::error::retry_after_secs(wait).into(),
-                );
-            }
+            e.set_retry_after(r.headers_mut());
             r
         }
     }

@@ -133,12 +133,9 @@ fn refusal(why: Refused) -> Response {
         Refused::Full => (StatusCode::SERVICE_UNAVAILABLE, "server_busy"),
         Refused::PerIp => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
     };
-    let mut r = ApiError::new(status, code, why.to_string()).into_response();
-    r.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("5"),
-    );
-    r
+    ApiError::new(status, code, why.to_string())
+        .retry_after(std::time::Duration::from_secs(5))
+        .into_response()
 }
 
 /// transport-ws's refusal of a handshake (credentials, origin, codec) in this server's JSON

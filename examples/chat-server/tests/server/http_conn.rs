@@ -86,6 +86,10 @@ async fn plain_http_connections_are_capped_per_address() {
     let refused = until_closed(&mut third).await;
     assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
     assert_eq!(body(&refused)["error"]["code"], "too_many_connections");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 5\r\n"),
+        "{refused}"
+    );
     // A connection that ends gives its place back (by the time the server has closed it).
     let mut leaving = held.pop().unwrap();
     leaving.shutdown().await.unwrap();
