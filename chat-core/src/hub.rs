@@ -26,18 +26,34 @@
 //! the existing registration, live or not, until that flip. See ARCHITECTURE.md for the
 //! argument in full.
 //!
-//! # Bounded queues
-//! Deliveries use `try_send` on each session's bounded queue. A full queue closes that session
-//! as [`CloseReason::SlowConsumer`] and drops it from the room; the publisher never waits.
+//! # Delivery: one ring per room, one cursor per session
+//! A released entry is appended once to the room's [`RoomRing`]; every subscribed session's
+//! writer reads it from there with a cursor of its own (in its [`crate::Outbox`]), so a
+//! publish touches no session except to wake a parked writer. The session's own queue (bounded)
+//! carries everything else — replies, presence, typing — and the markers that order the two:
+//! an [`OpenCursor`] queued right after a `subscribed` reply, an [`EndCursor`] with every
+//! removal (before its `unsubscribed`, before an `unsubscribe`'s `ok`), naming the last entry
+//! still owed. The writer's rounds snapshot the rings, take the whole queue, then the rings'
+//! entries up to the snapshot, so a frame queued before an entry was released (its `sent`
+//! acknowledgement) goes out before it.
+//!
+//! # Bounded everything
+//! A ring holds at most [`Limits::session_queue`] entries; a cursor that falls behind its
+//! oldest entry has lagged, and its session is closed as [`CloseReason::SlowConsumer`] — by the
+//! writer when it notices, or by the publisher when it evicts (from the position each writer
+//! reports in its cursor's cell, stored when it parks and every quarter ring, so a stalled
+//! writer is cut off too). A full session queue closes the session the same way. The
+//! publisher never waits. When every subscriber's writer is parked (has read everything), the
+//! ring is trimmed to the newest entry, so a quiet room holds almost nothing.
 
 use crate::config::Limits;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::{Entry, Outgoing, ServerFrame, UnsubscribeReason, UserInfo};
-use crate::queue::{PushError, Queue};
+use crate::queue::{Item, PushError, Queue};
 use dashmap::DashMap;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use tokio::sync::Notify;
 
 /// Why the engine closed a session. Transports map these to close codes.
@@ -139,6 +155,18 @@ impl SessionShared {
     /// consumer; returns whether the frame was queued.
     pub(crate) fn push(&self, frame: Arc<Outgoing>) -> bool {
         match self.queue.push(frame) {
+            Ok(()) => true,
+            Err(PushError::Full) => {
+                self.close.close(CloseReason::SlowConsumer);
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    /// [`SessionShared::push`] for a queue item (a cursor marker).
+    pub(crate) fn push_item(&self, item: Item) -> bool {
+        match self.queue.push_item(item) {
             Ok(()) => true,
             Err(PushError::Full) => {
                 self.close.close(CloseReason::SlowConsumer);
@@ -347,7 +375,11 @@ impl Hub {
                 .rooms
                 .entry(room)
                 .or_insert_with(|| {
-                    Arc::new(RoomChannel::new(room, self.limits.presence_broadcast_max))
+                    Arc::new(RoomChannel::new(
+                        room,
+                        self.limits.presence_broadcast_max,
+                        self.limits.session_queue,
+                    ))
                 })
                 .clone();
             let mut g = ch.lock();
@@ -361,6 +393,7 @@ impl Hub {
                     queue: session.queue.clone(),
                     session: session.clone(),
                     state: SubState::Syncing,
+                    cell: None,
                 });
                 g.index.insert(session.id, idx);
             }
@@ -510,6 +543,140 @@ impl Hub {
     }
 }
 
+/// The entries a room released recently on this node, shared by every session reading the
+/// room: appended once per entry by the publisher (under the channel's lock), read by each
+/// session's writer with its own cursor. Entries are in ascending seq order (a skipped gap
+/// leaves a hole).
+#[derive(Debug)]
+pub(crate) struct RoomRing {
+    entries: RwLock<VecDeque<(Seq, Arc<Outgoing>)>>,
+    /// The highest seq appended (0 before the first).
+    released: AtomicU64,
+    /// The highest seq dropped (0 before the first): a cursor that still wants it has lagged.
+    evicted: AtomicU64,
+}
+
+/// A cursor asked for an entry the ring no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lagged;
+
+impl RoomRing {
+    fn new() -> RoomRing {
+        RoomRing {
+            entries: RwLock::new(VecDeque::new()),
+            released: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// The highest seq released into the ring.
+    pub(crate) fn released(&self) -> Seq {
+        Seq(self.released.load(Ordering::SeqCst))
+    }
+
+    /// Appends an entry; at `cap` entries first drops the oldest `batch` (one slow-consumer
+    /// check per batch, not per entry). Returns the highest seq dropped.
+    fn append(&self, seq: Seq, frame: Arc<Outgoing>, cap: usize, batch: usize) -> Option<Seq> {
+        let mut w = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut dropped = None;
+        if w.len() >= cap {
+            for _ in 0..batch.min(w.len()) {
+                dropped = w.pop_front().map(|(s, _)| s);
+            }
+            if let Some(d) = dropped {
+                self.evicted.store(d.0, Ordering::SeqCst);
+            }
+        }
+        w.push_back((seq, frame));
+        self.released.store(seq.0, Ordering::SeqCst);
+        dropped
+    }
+
+    /// Drops the entries below `seq`: every reader has them.
+    fn trim_below(&self, seq: Seq) {
+        let mut w = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut dropped = None;
+        while w.front().is_some_and(|(s, _)| *s < seq) {
+            dropped = w.pop_front().map(|(s, _)| s);
+        }
+        if let Some(d) = dropped {
+            self.evicted.fetch_max(d.0, Ordering::SeqCst);
+        }
+        if w.capacity() > 64 && w.len() < 16 {
+            w.shrink_to(16);
+        }
+    }
+
+    /// The entries after `after`, and the highest seq dropped so far.
+    fn owed_after(&self, after: Seq) -> (Vec<(Seq, Arc<Outgoing>)>, Seq) {
+        let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let start = r.partition_point(|(s, _)| *s <= after);
+        let owed = r.range(start..).map(|(s, f)| (*s, f.clone())).collect();
+        (owed, Seq(self.evicted.load(Ordering::SeqCst)))
+    }
+
+    /// Copies the entries from `from` up to `to` (at most `max`) to `out`; returns the seq to
+    /// read from next time. `Err` if `from` was already dropped.
+    pub(crate) fn read(
+        &self,
+        from: Seq,
+        to: Seq,
+        max: usize,
+        out: &mut VecDeque<Arc<Outgoing>>,
+    ) -> Result<Seq, Lagged> {
+        if from > to {
+            return Ok(from);
+        }
+        let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        if from.0 <= self.evicted.load(Ordering::SeqCst) {
+            return Err(Lagged);
+        }
+        let start = r.partition_point(|(s, _)| *s < from);
+        let mut taken = 0;
+        let mut next = from;
+        for (seq, frame) in r.range(start..) {
+            if *seq > to {
+                break;
+            }
+            if taken == max {
+                return Ok(next);
+            }
+            out.push_back(frame.clone());
+            taken += 1;
+            next = seq.next();
+        }
+        // Everything up to `to` was read (a skipped gap leaves holes).
+        Ok(to.next())
+    }
+}
+
+/// Queued right after a `subscribed` reply: from here the session reads the room's ring
+/// after `after` (what the reply's replay ends with).
+#[derive(Debug)]
+pub(crate) struct OpenCursor {
+    pub(crate) room: RoomId,
+    pub(crate) ring: Arc<RoomRing>,
+    pub(crate) after: Seq,
+    /// Where the writer reports how far it has read (see the module docs)…
+    pub(crate) cell: Arc<AtomicU64>,
+    /// …at least every this many entries: the ring's eviction batch, which is the staleness
+    /// its slow-consumer check allows for.
+    pub(crate) report_every: u64,
+}
+
+/// Queued with every removal of a live subscription: the session still owes the client the
+/// room's entries up to `last` (released before the removal), and none after. They travel
+/// with the marker (`owed`: the ring's entries after the writer's reported position), since
+/// once the session is out of the room the ring no longer keeps them for it.
+#[derive(Debug)]
+pub(crate) struct EndCursor {
+    pub(crate) room: RoomId,
+    pub(crate) last: Seq,
+    pub(crate) owed: Vec<(Seq, Arc<Outgoing>)>,
+    /// The ring's highest dropped seq then: a writer still wanting it had lagged.
+    pub(crate) evicted: Seq,
+}
+
 /// A room's live state on this node.
 struct RoomChannel {
     inner: Mutex<RoomInner>,
@@ -537,6 +704,11 @@ struct RoomInner {
     /// Presence is broadcast only while the room has at most this many subscribers
     /// ([`Limits::presence_broadcast_max`]).
     presence_max: usize,
+    /// Released entries, read by the subscribers' writers.
+    ring: Arc<RoomRing>,
+    /// The ring's capacity ([`Limits::session_queue`]) and its eviction batch (a quarter).
+    ring_cap: usize,
+    ring_batch: usize,
 }
 
 struct Sub {
@@ -545,6 +717,8 @@ struct Sub {
     queue: Arc<Queue>,
     session: Arc<SessionShared>,
     state: SubState,
+    /// While live: how far the session's writer reports having read the ring.
+    cell: Option<Arc<AtomicU64>>,
 }
 
 impl Sub {
@@ -565,12 +739,13 @@ impl Sub {
 enum SubState {
     /// Reading the store; receives nothing until `finish_subscribe` makes it live.
     Syncing,
-    /// Receiving entries with `seq > after`.
-    Live { after: Seq },
+    /// Reading the ring (its cursor opened after the replay).
+    Live,
 }
 
 impl RoomChannel {
-    fn new(room: RoomId, presence_max: usize) -> RoomChannel {
+    fn new(room: RoomId, presence_max: usize, ring_cap: usize) -> RoomChannel {
+        let ring_cap = ring_cap.max(1);
         RoomChannel {
             inner: Mutex::new(RoomInner {
                 room,
@@ -584,6 +759,9 @@ impl RoomChannel {
                 online: HashMap::new(),
                 overflowed: Vec::new(),
                 presence_max,
+                ring: Arc::new(RoomRing::new()),
+                ring_cap,
+                ring_batch: (ring_cap / 4).max(1),
             }),
         }
     }
@@ -656,16 +834,20 @@ impl RoomChannel {
         // A re-subscribe of a live subscription: it is counted online already, and others see
         // no presence change.
         let was_live = matches!(
-            std::mem::replace(
-                &mut g.subs[idx].state,
-                SubState::Live {
-                    after: history_last,
-                },
-            ),
-            SubState::Live { .. }
+            std::mem::replace(&mut g.subs[idx].state, SubState::Live),
+            SubState::Live
         );
         let sub_session = g.subs[idx].session.clone();
-        if !sub_session.push(reply()) {
+        let cell = Arc::new(AtomicU64::new(history_last.0));
+        let open = Item::Open(Arc::new(OpenCursor {
+            room: g.room,
+            ring: g.ring.clone(),
+            after: history_last,
+            cell: cell.clone(),
+            report_every: g.ring_batch as u64,
+        }));
+        g.subs[idx].cell = Some(cell);
+        if !sub_session.push(reply()) || !sub_session.push_item(open) {
             if !was_live {
                 // Never counted online: leave the presence of the user's other sessions be.
                 g.subs[idx].state = SubState::Syncing;
@@ -714,7 +896,7 @@ impl RoomChannel {
     fn abort_subscribe(&self, session: SessionId) -> bool {
         let mut g = self.lock();
         let live = match g.index.get(&session) {
-            Some(&idx) => matches!(g.subs[idx].state, SubState::Live { .. }),
+            Some(&idx) => matches!(g.subs[idx].state, SubState::Live),
             None => return false,
         };
         if !live {
@@ -752,6 +934,7 @@ impl RoomChannel {
         g.online.clear();
         g.overflowed.clear();
         for sub in std::mem::take(&mut g.subs) {
+            g.end_cursor(&sub);
             g.farewell(&sub.session, farewell);
         }
     }
@@ -783,23 +966,66 @@ impl RoomInner {
         self.last = Some(last);
     }
 
-    /// The hot loop: one `Arc` clone and one `try_send` per live subscriber.
+    /// The hot path: the entry goes into the ring once; per live subscriber, one load to see
+    /// whether its writer is parked (and a wake-up if it is).
     fn fan_out(&mut self, seq: Seq, frame: &Arc<Outgoing>) {
-        for sub in self.subs.iter_mut() {
-            if let SubState::Live { after } = &mut sub.state {
-                if seq > *after {
-                    *after = seq;
-                    if !sub.push(frame.clone()) {
-                        self.overflowed.push(sub.session.id);
-                    }
-                }
+        if let Some(dropped) = self
+            .ring
+            .append(seq, frame.clone(), self.ring_cap, self.ring_batch)
+        {
+            self.cut_lagging(dropped);
+        }
+        let mut all_parked = true;
+        for sub in self.subs.iter() {
+            if matches!(sub.state, SubState::Live) && !sub.queue.wake_if_parked() {
+                all_parked = false;
             }
+        }
+        if all_parked {
+            // Every reader had read everything before this entry when it parked.
+            self.ring.trim_below(seq);
+        }
+    }
+
+    /// After the ring dropped entries up to `dropped`: closes the sessions whose writers
+    /// provably still needed one (their reported position is a whole eviction batch behind,
+    /// more than a report can lag), and wakes those that might (they find out themselves).
+    fn cut_lagging(&mut self, dropped: Seq) {
+        let batch = self.ring_batch as u64;
+        for sub in self.subs.iter() {
+            let Some(cell) = &sub.cell else { continue };
+            let at = cell.load(Ordering::SeqCst);
+            if at >= dropped.0 {
+                continue;
+            }
+            if at.saturating_add(batch) <= dropped.0 {
+                sub.session.close.close(CloseReason::SlowConsumer);
+                self.overflowed.push(sub.session.id);
+            } else {
+                sub.queue.wake_if_parked();
+            }
+        }
+    }
+
+    /// Queues the end of a live subscription's cursor (see [`EndCursor`]).
+    fn end_cursor(&self, sub: &Sub) {
+        if matches!(sub.state, SubState::Live) {
+            let reported = sub.cell.as_ref().map_or(0, |c| c.load(Ordering::SeqCst));
+            let (owed, evicted) = self.ring.owed_after(Seq(reported));
+            let end = Item::End(Arc::new(EndCursor {
+                room: self.room,
+                last: self.ring.released(),
+                owed,
+                evicted,
+            }));
+            // A full queue closes the session: nothing more is read for it anyway.
+            sub.session.push_item(end);
         }
     }
 
     fn broadcast(&mut self, frame: &Arc<Outgoing>, except: Option<UserId>) {
         for sub in self.subs.iter() {
-            if matches!(sub.state, SubState::Live { .. })
+            if matches!(sub.state, SubState::Live)
                 && Some(sub.session.user) != except
                 && !sub.push(frame.clone())
             {
@@ -845,9 +1071,10 @@ impl RoomInner {
 
     fn remove_sub(&mut self, session: SessionId) -> Option<Arc<SessionShared>> {
         let sub = self.detach(session)?;
+        self.end_cursor(&sub);
         let user = sub.session.user;
         let offline = match sub.state {
-            SubState::Live { .. } => self.went_offline(user),
+            SubState::Live => self.went_offline(user),
             SubState::Syncing => false,
         };
         // Counted with the leaving subscriber, as `finish_subscribe` counts the arriving one.

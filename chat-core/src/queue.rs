@@ -15,33 +15,45 @@
 //! lock on every park and every wake-up (`notify_locked` alone was about 1 % of chat-server's
 //! CPU in the fan-out profile).
 
-use crate::hub::CloseReason;
+use crate::hub::{CloseReason, EndCursor, OpenCursor};
 use crate::protocol::Outgoing;
 use crate::session::Outbound;
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::Context;
 
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// The queue holds `capacity` frames.
+    /// The queue holds `capacity` items.
     Full,
     /// The receiving side is gone.
     Closed,
 }
 
-/// How many frames a queue holds inline, in the cache line of its mutex. A fan-out push
-/// then touches one line of the queue instead of two (the mutex's, and a heap buffer's), and
-/// the writer's pop the same one; more than this many queued frames go to a heap-allocated
-/// spill (see [`Inner`]). Four is what fits in the line next to the mutex and the flags.
-const INLINE: usize = 4;
+/// What a session queue carries: frames for the writer, and the markers that start and end
+/// its reading of a room's ring (see the hub's module docs). A marker's place in the queue
+/// is what orders a room's entries against the session's own frames.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A frame to write.
+    Frame(Arc<Outgoing>),
+    /// From here on, read this room's ring after a seq.
+    Open(Arc<OpenCursor>),
+    /// Read this room's ring up to a seq, then stop.
+    End(Arc<EndCursor>),
+}
 
-/// `repr(C, align(64))`: everything a push and a pop touch (the mutex, the flags, the
-/// capacity, up to [`INLINE`] frames) shares one cache line; the waker, touched only to wake
-/// a parked writer, sits on the next. With thousands of queues per fan-out, each line a push
-/// touches is a cache miss (see `fanout` in docs/BENCHMARKS.md).
+/// How many items a queue holds inline, in the cache line of its mutex; more go to a
+/// heap-allocated spill (see [`Inner`]). Room entries do not pass through here (they are read
+/// from the room's ring), so a queue holds replies and events, rarely more than a couple.
+const INLINE: usize = 2;
+
+/// `repr(C, align(64))`: everything a push and a take touch (the mutex, the flags, the
+/// capacity, up to [`INLINE`] items) shares one cache line; the waker and the `park` state,
+/// touched to wake a parked writer, sit on the next.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Queue {
@@ -50,33 +62,48 @@ pub(crate) struct Queue {
     /// pushes (and the close, and probe requests) wake it only when `waiting` is set, checked
     /// under the same mutex: nothing is missed, and a busy queue costs no wake-ups.
     waker: AtomicWaker,
+    /// Where the writer is in parking ([`RUNNING`], [`PARKING`], [`PARKED`]), readable
+    /// without the mutex: a publisher releasing a room entry reads it for every subscriber
+    /// and takes the mutex only for a parking or parked one. `PARKING` is set (with
+    /// `Inner::waiting`) before the writer's last look at its rings and read after the
+    /// entry's release, both `SeqCst`: either the writer sees the entry or the publisher
+    /// sees it parking. `PARKED` is set only after that look found nothing, so a `PARKED`
+    /// writer has read every ring it follows to the end (the hub trims rings on it).
+    park: AtomicU8,
+    /// `Inner::closing.is_some()`, readable without the mutex: the writer checks it before
+    /// every frame it hands out, so a close overtakes frames already taken from the queue.
+    closing_hint: AtomicBool,
 }
+
+/// The writer is running (or woken).
+const RUNNING: u8 = 0;
+/// The writer is registered and taking a last look at its rings.
+const PARKING: u8 = 1;
+/// The writer looked and found nothing: it is waiting, and has read everything.
+const PARKED: u8 = 2;
 
 // The point of the layout: if a field is added to `Inner`, this says so at compile time
 // rather than in a benchmark.
 const _: () = assert!(std::mem::size_of::<Mutex<Inner>>() <= 64);
 
 /// A bounded FIFO in two parts: a ring of [`INLINE`] slots inside the struct, and a spill on
-/// the heap for what does not fit. **Every frame in the ring is older than every frame in the
+/// the heap for what does not fit. **Every item in the ring is older than every item in the
 /// spill**: a push goes to the ring only while the spill is empty, and a pop takes from the
-/// ring first. So the common case (a writer that keeps up, a handful of frames queued) never
-/// leaves the ring, and a backlog costs what a `VecDeque` costs.
+/// ring first.
 #[derive(Debug)]
 struct Inner {
-    ring: [Option<Arc<Outgoing>>; INLINE],
-    /// Frames queued behind a full ring. Boxed, so that an idle queue stays one line; `None`
-    /// until the first backlog, and dropped again after a large one. (A `VecDeque`'s own
-    /// 32-byte header in place would leave no room for the ring in the line.)
+    ring: [Option<Item>; INLINE],
+    /// Items queued behind a full ring. Boxed, so that an idle queue stays one line; `None`
+    /// until the first backlog, and dropped again after a large one.
     #[allow(clippy::box_collection)]
-    spill: Option<Box<VecDeque<Arc<Outgoing>>>>,
-    /// At most this many frames, ring and spill together (the session queue limit, clamped
+    spill: Option<Box<VecDeque<Item>>>,
+    /// At most this many items, ring and spill together (the session queue limit, clamped
     /// to `u32`).
     capacity: u32,
     /// The ring's oldest slot, and how many slots are full.
     head: u8,
     len: u8,
-    /// The spill holds at least one frame; kept here so that the push and the pop can tell
-    /// without touching the spill's lines.
+    /// The spill holds at least one item.
     spilling: bool,
     closed: bool,
     /// The writer found the queue empty and is (about to be) parked on `waker`.
@@ -84,24 +111,34 @@ struct Inner {
     /// The connection's reader asked the writer for a keepalive probe
     /// ([`Queue::request_probe`]).
     probe: bool,
-    /// The session is closing, and why ([`Queue::closing`]): a copy of the session's
-    /// [`crate::hub::CloseSignal`], kept here because the writer looks at it on every
-    /// wake-up, when the queue's line is in its cache and the signal's is not (that check was
-    /// 2.5 % of chat-server in the fan-out profile).
+    /// The session is closing, and why ([`Queue::closing`]).
     closing: Option<CloseReason>,
 }
 
-/// What [`Queue::recv_or_probe`] hands the pump's writer.
+/// What [`crate::session::Outbox`] hands the pump's writer.
 #[derive(Debug)]
 pub(crate) enum Pumped {
-    /// What [`Queue::recv`] would have returned.
+    /// What [`crate::session::Outbox::recv`] would have returned.
     Out(Outbound),
     /// Send a keepalive probe.
     Probe,
 }
 
+/// What [`Queue::poll_take`] found.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// The session is closing (or the queue was closed and is empty: `Shutdown`).
+    Close(CloseReason),
+    /// The reader asked for a keepalive probe.
+    Probe,
+    /// Items were moved into the caller's buffer.
+    Items,
+    /// Nothing: the writer is registered as parked (undo with [`Queue::unpark`]).
+    Parked,
+}
+
 impl Inner {
-    /// Frames queued, ring and spill.
+    /// Items queued, ring and spill.
     fn len(&self) -> usize {
         let spilled = match &self.spill {
             Some(spill) if self.spilling => spill.len(),
@@ -110,38 +147,38 @@ impl Inner {
         usize::from(self.len) + spilled
     }
 
-    /// Queues a frame behind the others, if there is room.
-    fn push_back(&mut self, frame: Arc<Outgoing>) -> Result<(), PushError> {
+    /// Queues an item behind the others, if there is room.
+    fn push_back(&mut self, item: Item) -> Result<(), PushError> {
         if !self.spilling && usize::from(self.len) < INLINE {
             if u32::from(self.len) >= self.capacity {
                 return Err(PushError::Full);
             }
             let slot = (usize::from(self.head) + usize::from(self.len)) % INLINE;
-            self.ring[slot] = Some(frame);
+            self.ring[slot] = Some(item);
             self.len += 1;
             return Ok(());
         }
         if self.len() >= self.capacity as usize {
             return Err(PushError::Full);
         }
-        self.spill.get_or_insert_default().push_back(frame);
+        self.spill.get_or_insert_default().push_back(item);
         self.spilling = true;
         Ok(())
     }
 
-    /// The oldest frame.
-    fn pop_front(&mut self) -> Option<Arc<Outgoing>> {
+    /// The oldest item.
+    fn pop_front(&mut self) -> Option<Item> {
         if self.len > 0 {
-            let frame = self.ring[usize::from(self.head)].take();
+            let item = self.ring[usize::from(self.head)].take();
             self.head = ((usize::from(self.head) + 1) % INLINE) as u8;
             self.len -= 1;
-            return frame;
+            return item;
         }
         if !self.spilling {
             return None;
         }
         let spill = self.spill.as_mut()?;
-        let frame = spill.pop_front();
+        let item = spill.pop_front();
         if spill.is_empty() {
             self.spilling = false;
             if spill.capacity() > 64 {
@@ -149,24 +186,15 @@ impl Inner {
                 self.spill = None;
             }
         }
-        frame
+        item
     }
 
-    /// Drops every queued frame.
+    /// Drops every queued item.
     fn clear(&mut self) {
         self.ring = Default::default();
         self.len = 0;
         self.spill = None;
         self.spilling = false;
-    }
-
-    /// The next frame, or the end of a closed queue.
-    fn next(&mut self) -> Option<Outbound> {
-        match self.pop_front() {
-            Some(f) => Some(Outbound::Frame(f)),
-            None if self.closed => Some(Outbound::Close(CloseReason::Shutdown)),
-            None => None,
-        }
     }
 }
 
@@ -187,17 +215,23 @@ impl Queue {
                 closing: None,
             }),
             waker: AtomicWaker::new(),
+            park: AtomicU8::new(RUNNING),
+            closing_hint: AtomicBool::new(false),
         })
     }
 
     pub(crate) fn push(&self, frame: Arc<Outgoing>) -> Result<(), PushError> {
+        self.push_item(Item::Frame(frame))
+    }
+
+    pub(crate) fn push_item(&self, item: Item) -> Result<(), PushError> {
         let wake = {
             let mut g = crate::hub::lock(&self.inner);
             if g.closed {
                 return Err(PushError::Closed);
             }
-            g.push_back(frame)?;
-            std::mem::take(&mut g.waiting)
+            g.push_back(item)?;
+            self.take_waiting(&mut g)
         };
         if wake {
             self.waker.wake();
@@ -205,44 +239,86 @@ impl Queue {
         Ok(())
     }
 
-    /// The next frame, waiting for one — unless the session is closing: the close is looked
-    /// at before the frames, so it takes priority over them (a slow consumer is cut off
-    /// without first writing its backlog). [`crate::hub::CloseSignal::close`] tells this
-    /// queue and wakes it, so one wait covers both frames and the close.
-    pub(crate) async fn recv(&self) -> Outbound {
-        loop {
-            // Without `probes`, `wait` leaves probe requests alone and never returns one.
-            if let Pumped::Out(out) = self.wait(false).await {
-                return out;
-            }
+    /// Clears the parked state under the mutex; whether the writer was parked.
+    fn take_waiting(&self, g: &mut Inner) -> bool {
+        let was = std::mem::take(&mut g.waiting);
+        if was {
+            self.park.store(RUNNING, Ordering::SeqCst);
         }
+        was
     }
 
-    /// [`Queue::recv`] for the pump's writer, which also learns here when its reader wants a
-    /// keepalive probe sent: one wait, on one queue, for frames, the close and probes, with no
-    /// timer of the writer's own to poll on every wake-up. A probe request goes before queued
-    /// frames; the close before both.
-    pub(crate) async fn recv_or_probe(&self) -> Pumped {
-        self.wait(true).await
+    /// For a publisher that released a room entry: wakes the writer if it is parking or
+    /// parked, and says whether it was parked (so had read everything released before). A
+    /// running writer costs one load of this line and no lock.
+    pub(crate) fn wake_if_parked(&self) -> bool {
+        if self.park.load(Ordering::SeqCst) == RUNNING {
+            return false;
+        }
+        let was = self.park.swap(RUNNING, Ordering::SeqCst);
+        if was == RUNNING {
+            return false;
+        }
+        let wake = std::mem::take(&mut crate::hub::lock(&self.inner).waiting);
+        if wake {
+            self.waker.wake();
+        }
+        was == PARKED
     }
 
-    async fn wait(&self, probes: bool) -> Pumped {
-        std::future::poll_fn(|cx| {
-            let mut g = crate::hub::lock(&self.inner);
-            if let Some(reason) = g.closing {
-                return Poll::Ready(Pumped::Out(Outbound::Close(reason)));
-            }
-            if probes && std::mem::take(&mut g.probe) {
-                return Poll::Ready(Pumped::Probe);
-            }
-            if let Some(out) = g.next() {
-                return Poll::Ready(Pumped::Out(out));
-            }
-            self.waker.register(cx.waker());
-            g.waiting = true;
-            Poll::Pending
-        })
-        .await
+    /// After [`Taken::Parked`] and a last look at the rings that found nothing: marks the
+    /// writer parked. `false` if it was woken meanwhile (look again).
+    pub(crate) fn settle(&self) -> bool {
+        self.park
+            .compare_exchange(PARKING, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// One look at the queue, under one lock: a close first, then a probe request (with
+    /// `probes`), then every queued item (moved into `out`); with nothing, registers the
+    /// writer as parked.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>, probes: bool, out: &mut Vec<Item>) -> Taken {
+        let mut g = crate::hub::lock(&self.inner);
+        if let Some(reason) = g.closing {
+            return Taken::Close(reason);
+        }
+        if probes && std::mem::take(&mut g.probe) {
+            return Taken::Probe;
+        }
+        if Self::take_all_locked(&mut g, out) {
+            return Taken::Items;
+        }
+        if g.closed {
+            return Taken::Close(CloseReason::Shutdown);
+        }
+        self.waker.register(cx.waker());
+        g.waiting = true;
+        self.park.store(PARKING, Ordering::SeqCst);
+        Taken::Parked
+    }
+
+    /// Undoes the parking of [`Queue::poll_take`]: the writer found more to do.
+    pub(crate) fn unpark(&self) {
+        let mut g = crate::hub::lock(&self.inner);
+        self.take_waiting(&mut g);
+    }
+
+    /// Moves every queued item into `out`; returns whether there were any.
+    pub(crate) fn take_all(&self, out: &mut Vec<Item>) -> bool {
+        Self::take_all_locked(&mut crate::hub::lock(&self.inner), out)
+    }
+
+    fn take_all_locked(g: &mut Inner, out: &mut Vec<Item>) -> bool {
+        let before = out.len();
+        while let Some(item) = g.pop_front() {
+            out.push(item);
+        }
+        out.len() > before
+    }
+
+    /// Whether the session is closing (no lock).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing_hint.load(Ordering::Acquire)
     }
 
     /// Asks the writer for a keepalive probe, waking it if it is parked. Requests made before
@@ -254,7 +330,7 @@ impl Queue {
                 return;
             }
             g.probe = true;
-            std::mem::take(&mut g.waiting)
+            self.take_waiting(&mut g)
         };
         if wake {
             self.waker.wake();
@@ -264,20 +340,13 @@ impl Queue {
     /// Records that the session is closing (the first reason wins) and wakes the writer.
     /// Called by [`crate::hub::CloseSignal::close`] only.
     pub(crate) fn closing(&self, reason: CloseReason) {
-        crate::hub::lock(&self.inner).closing.get_or_insert(reason);
+        {
+            let mut g = crate::hub::lock(&self.inner);
+            g.closing.get_or_insert(reason);
+            self.take_waiting(&mut g);
+        }
+        self.closing_hint.store(true, Ordering::Release);
         self.waker.wake();
-    }
-
-    pub(crate) fn try_recv(&self) -> Option<Arc<Outgoing>> {
-        crate::hub::lock(&self.inner).pop_front()
-    }
-
-    /// Moves up to `max` queued frames into `out` under one lock; returns how many.
-    pub(crate) fn drain_into(&self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
-        let mut g = crate::hub::lock(&self.inner);
-        let before = out.len();
-        out.extend(std::iter::from_fn(|| g.pop_front()).take(max));
-        out.len() - before
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -290,6 +359,7 @@ impl Queue {
             let mut g = crate::hub::lock(&self.inner);
             g.closed = true;
             g.clear();
+            self.take_waiting(&mut g);
         }
         self.waker.wake();
     }
@@ -301,6 +371,27 @@ mod tests {
     use crate::hub::CloseSignal;
     use crate::protocol::ServerFrame;
     use proptest::prelude::*;
+    use std::task::Poll;
+
+    /// What a writer reading only the queue gets next, parking while there is nothing:
+    /// [`crate::Outbox`]'s use of [`Queue::poll_take`], without the rings.
+    async fn next(q: &Queue, probes: bool) -> (Taken, Vec<Item>) {
+        std::future::poll_fn(|cx| {
+            let mut out = Vec::new();
+            match q.poll_take(cx, probes, &mut out) {
+                Taken::Parked => Poll::Pending,
+                t => Poll::Ready((t, out)),
+            }
+        })
+        .await
+    }
+
+    fn frame(item: &Item) -> &Arc<Outgoing> {
+        match item {
+            Item::Frame(f) => f,
+            other => panic!("not a frame: {other:?}"),
+        }
+    }
 
     #[test]
     fn bounded_fifo() {
@@ -311,8 +402,9 @@ mod tests {
         assert_eq!(q.push(f.clone()), Err(PushError::Full));
         assert_eq!(q.len(), 2);
         let mut out = Vec::new();
-        assert_eq!(q.drain_into(&mut out, 10), 2);
-        assert!(q.try_recv().is_none());
+        assert!(q.take_all(&mut out));
+        assert_eq!(out.len(), 2);
+        assert!(!q.take_all(&mut out));
         q.close();
         assert_eq!(q.push(f), Err(PushError::Closed));
     }
@@ -325,29 +417,32 @@ mod tests {
         let made: Vec<_> = (0..150)
             .map(|_| Outgoing::event(ServerFrame::Pong))
             .collect();
-        let index = |f: &Arc<Outgoing>| made.iter().position(|m| Arc::ptr_eq(m, f)).unwrap();
+        let index = |i: &Item| made.iter().position(|m| Arc::ptr_eq(m, frame(i))).unwrap();
         for f in &made[..100] {
             q.push(f.clone()).unwrap();
         }
         assert!(crate::hub::lock(&q.inner).spilling);
         let mut got = Vec::new();
-        // Two pops free ring slots while the spill is not empty: new pushes must queue
-        // behind the spill, not jump into the ring.
-        got.push(index(&q.try_recv().unwrap()));
-        got.push(index(&q.try_recv().unwrap()));
+        // Pops free ring slots while the spill is not empty: new pushes must queue behind
+        // the spill, not jump into the ring.
+        {
+            let mut g = crate::hub::lock(&q.inner);
+            got.push(index(&g.pop_front().unwrap()));
+            got.push(index(&g.pop_front().unwrap()));
+        }
         for f in &made[100..150] {
             q.push(f.clone()).unwrap();
         }
         assert_eq!(q.len(), 148);
         let mut out = Vec::new();
-        while q.drain_into(&mut out, 7) > 0 {}
+        q.take_all(&mut out);
         got.extend(out.iter().map(index));
         assert_eq!(got, (0..150).collect::<Vec<_>>());
         let g = crate::hub::lock(&q.inner);
         assert!(!g.spilling);
         assert!(
             g.spill.is_none(),
-            "a spill of over 64 frames is freed once empty"
+            "a spill of over 64 items is freed once empty"
         );
         drop(g);
         // And the ring is used again.
@@ -361,12 +456,12 @@ mod tests {
         let q = Queue::new(4);
         let close = Arc::new(CloseSignal::new(q.clone()));
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.recv().await });
+        let waiter = tokio::spawn(async move { next(&q2, false).await.0 });
         tokio::task::yield_now().await;
         close.close(CloseReason::Revoked);
         assert!(matches!(
             waiter.await.unwrap(),
-            Outbound::Close(CloseReason::Revoked)
+            Taken::Close(CloseReason::Revoked)
         ));
 
         let q = Queue::new(4);
@@ -374,8 +469,9 @@ mod tests {
         q.push(Outgoing::event(ServerFrame::Pong)).unwrap();
         close.close(CloseReason::SlowConsumer);
         close.close(CloseReason::Shutdown);
+        assert!(q.is_closing());
         assert!(
-            matches!(q.recv().await, Outbound::Close(CloseReason::SlowConsumer)),
+            matches!(next(&q, false).await.0, Taken::Close(CloseReason::SlowConsumer)),
             "the close comes first, with the first reason given"
         );
         assert_eq!(close.closed().await, CloseReason::SlowConsumer);
@@ -386,12 +482,12 @@ mod tests {
     enum Op {
         Push,
         Pop,
-        Drain(usize),
+        TakeAll,
         Close,
     }
 
     proptest::proptest! {
-        /// Pushes up to the capacity, pops, batched drains and a close behave as one
+        /// Pushes up to the capacity, pops, takes of everything and a close behave as one
         /// bounded FIFO: compared with a `VecDeque` model after every operation. Capacities
         /// below, at and above the inline ring's, and large enough for a spill that is given
         /// back after a backlog.
@@ -402,7 +498,7 @@ mod tests {
                 prop_oneof![
                     4 => Just(Op::Push),
                     3 => Just(Op::Pop),
-                    1 => (0usize..8).prop_map(Op::Drain),
+                    1 => Just(Op::TakeAll),
                     1 => Just(Op::Close),
                 ],
                 0..400,
@@ -414,6 +510,9 @@ mod tests {
             let mut next = 0u64;
             // Frames are told apart by their pointer.
             let mut made = Vec::new();
+            let index = |made: &Vec<Arc<Outgoing>>, i: &Item| {
+                made.iter().position(|m| Arc::ptr_eq(m, frame(i))).unwrap() as u64
+            };
             for op in ops {
                 match op {
                     Op::Push => {
@@ -431,22 +530,16 @@ mod tests {
                         next += 1;
                     }
                     Op::Pop => {
-                        let got = q.try_recv();
+                        let got = crate::hub::lock(&q.inner).pop_front();
                         let want = model.pop_front();
-                        prop_assert_eq!(
-                            got.map(|f| made.iter().position(|m| Arc::ptr_eq(m, &f))),
-                            want.map(|i| Some(i as usize))
-                        );
+                        prop_assert_eq!(got.map(|i| index(&made, &i)), want);
                     }
-                    Op::Drain(max) => {
+                    Op::TakeAll => {
                         let mut out = Vec::new();
-                        let n = q.drain_into(&mut out, max);
-                        prop_assert_eq!(n, out.len());
-                        let want: Vec<_> = (0..n).filter_map(|_| model.pop_front()).collect();
-                        let got: Vec<_> = out
-                            .iter()
-                            .map(|f| made.iter().position(|m| Arc::ptr_eq(m, f)).unwrap() as u64)
-                            .collect();
+                        let any = q.take_all(&mut out);
+                        prop_assert_eq!(any, !model.is_empty());
+                        let want: Vec<_> = model.drain(..).collect();
+                        let got: Vec<_> = out.iter().map(|i| index(&made, i)).collect();
                         prop_assert_eq!(got, want);
                     }
                     Op::Close => {
@@ -468,38 +561,39 @@ mod tests {
         q.push(f.clone()).unwrap();
         q.request_probe();
         q.request_probe();
-        assert!(matches!(q.recv_or_probe().await, Pumped::Probe));
+        assert!(matches!(next(&q, true).await.0, Taken::Probe));
+        let (t, items) = next(&q, true).await;
         assert!(
-            matches!(q.recv_or_probe().await, Pumped::Out(Outbound::Frame(_))),
+            matches!(t, Taken::Items) && items.len() == 1,
             "two requests made before the writer got to them are one probe"
         );
 
-        // `recv` (what embedders call) leaves a request alone.
+        // Without `probes` (what `recv` asks for) a request is left alone.
         q.request_probe();
         q.push(f.clone()).unwrap();
-        assert!(matches!(q.recv().await, Outbound::Frame(_)));
-        assert!(matches!(q.recv_or_probe().await, Pumped::Probe));
+        assert!(matches!(next(&q, false).await.0, Taken::Items));
+        assert!(matches!(next(&q, true).await.0, Taken::Probe));
 
         // A parked pump writer is woken by a request.
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.recv_or_probe().await });
+        let waiter = tokio::spawn(async move { next(&q2, true).await.0 });
         tokio::task::yield_now().await;
         q.request_probe();
-        assert!(matches!(waiter.await.unwrap(), Pumped::Probe));
+        assert!(matches!(waiter.await.unwrap(), Taken::Probe));
 
         // The close goes before a request, and a closed queue takes none.
         q.request_probe();
         close.close(CloseReason::Revoked);
         assert!(matches!(
-            q.recv_or_probe().await,
-            Pumped::Out(Outbound::Close(CloseReason::Revoked))
+            next(&q, true).await.0,
+            Taken::Close(CloseReason::Revoked)
         ));
         let q = Queue::new(4);
         q.close();
         q.request_probe();
         assert!(matches!(
-            q.recv_or_probe().await,
-            Pumped::Out(Outbound::Close(CloseReason::Shutdown))
+            next(&q, true).await.0,
+            Taken::Close(CloseReason::Shutdown)
         ));
     }
 
@@ -508,17 +602,35 @@ mod tests {
     /// the mutex the writer registers under, which is what leaves no window for a lost one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wake_ups_racing_the_park_are_never_lost() {
-        for round in 0..2000 {
+        for round in 0..3000 {
             let q = Queue::new(4);
             let close = Arc::new(CloseSignal::new(q.clone()));
             let q2 = q.clone();
-            let waiter = tokio::spawn(async move { q2.recv().await });
+            // Parks until woken once, then reports what the queue holds.
+            let waiter = tokio::spawn(async move {
+                let mut parked = false;
+                std::future::poll_fn(|cx| {
+                    let mut out = Vec::new();
+                    match q2.poll_take(cx, false, &mut out) {
+                        // As `Outbox` does after a last look at its (here: no) rings.
+                        Taken::Parked if !parked && q2.settle() => {
+                            parked = true;
+                            Poll::Pending
+                        }
+                        t => Poll::Ready(t),
+                    }
+                })
+                .await
+            });
             let (q3, c3) = (q.clone(), close.clone());
-            let other = std::thread::spawn(move || {
-                if round % 2 == 0 {
-                    q3.push(Outgoing::event(ServerFrame::Pong)).unwrap();
-                } else {
-                    c3.close(CloseReason::Revoked);
+            let other = std::thread::spawn(move || match round % 3 {
+                0 => q3.push(Outgoing::event(ServerFrame::Pong)).unwrap(),
+                1 => c3.close(CloseReason::Revoked),
+                // What a publisher does after releasing a room entry: wake a parked writer.
+                _ => {
+                    while !q3.wake_if_parked() {
+                        std::thread::yield_now();
+                    }
                 }
             });
             let out = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
@@ -526,13 +638,11 @@ mod tests {
                 .expect("the waiting writer was woken")
                 .unwrap();
             other.join().unwrap();
-            if round % 2 == 0 {
-                assert!(matches!(out, Outbound::Frame(_)), "{out:?}");
-            } else {
-                assert!(
-                    matches!(out, Outbound::Close(CloseReason::Revoked)),
-                    "{out:?}"
-                );
+            match round % 3 {
+                0 => assert!(matches!(out, Taken::Items), "{out:?}"),
+                1 => assert!(matches!(out, Taken::Close(CloseReason::Revoked)), "{out:?}"),
+                // Woken with nothing queued: it would look at its rings, and park again.
+                _ => assert!(matches!(out, Taken::Parked), "{out:?}"),
             }
         }
     }
@@ -541,19 +651,17 @@ mod tests {
     async fn a_push_wakes_a_waiting_receiver() {
         let q = Queue::new(4);
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.recv().await });
+        let waiter = tokio::spawn(async move { next(&q2, false).await });
         tokio::task::yield_now().await;
         q.push(Outgoing::event(ServerFrame::Pong)).unwrap();
-        assert!(matches!(waiter.await.unwrap(), Outbound::Frame(_)));
+        let (t, items) = waiter.await.unwrap();
+        assert!(matches!(t, Taken::Items) && items.len() == 1);
         let q3 = q.clone();
-        let waiter = tokio::spawn(async move { q3.recv().await });
+        let waiter = tokio::spawn(async move { next(&q3, false).await.0 });
         tokio::task::yield_now().await;
         q.close();
         assert!(
-            matches!(
-                waiter.await.unwrap(),
-                Outbound::Close(CloseReason::Shutdown)
-            ),
+            matches!(waiter.await.unwrap(), Taken::Close(CloseReason::Shutdown)),
             "closing the queue ends a waiting recv"
         );
     }

@@ -14,16 +14,20 @@
 use crate::auth::{Credentials, Identity};
 use crate::engine::{Author, Engine};
 use crate::error::{Error, Result};
-use crate::hub::{CloseReason, FinishOutcome, SessionShared};
+use crate::hub::{CloseReason, FinishOutcome, Lagged, RoomRing, SessionShared};
 use crate::ids::{RoomId, Seq, SessionId};
 use crate::model::{Appended, HistoryQuery};
 use crate::protocol::{
     ClientFrame, Codec, Entry, Hello, HelloAuth, Outgoing, PROTOCOL_VERSION, Request, RequestId,
     RoomInfo, Secret, SeqRange, ServerFrame, UserInfo, WireLimits,
 };
+use crate::queue::{Item, Pumped, Queue, Taken};
 use crate::ratelimit::TokenBucket;
 use crate::store::MAX_HISTORY_PAGE;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// What a transport writes next.
@@ -36,11 +40,67 @@ pub enum Outbound {
     Close(CloseReason),
 }
 
-/// The outbound side of a session: a bounded queue of frames plus the close signal.
+/// The outbound side of a session: its bounded queue (replies and events), the rooms it
+/// reads from their rings, and the close signal.
+///
+/// Each round of the writer (when what it took last is written) snapshots the released seq
+/// of every ring it reads, takes everything queued, then the rings' entries up to the
+/// snapshot: so a frame queued before an entry was released — the `sent` acknowledgement of
+/// your own message, a `subscribed` reply — always goes out before the entry. See the hub's
+/// module docs.
 pub struct Outbox {
     /// Held directly (not through `shared`): the writer's hot path touches only the queue.
-    queue: Arc<crate::queue::Queue>,
+    queue: Arc<Queue>,
     shared: Arc<SessionShared>,
+    /// The rooms this writer reads. A handful per session, so a vector.
+    cursors: Vec<Cursor>,
+    /// Frames taken from the queue and the rings, in the order they go out. At most a round's
+    /// worth: the queue's capacity plus [`ROUND_PER_ROOM`] per room.
+    staged: VecDeque<Arc<Outgoing>>,
+    /// Reused buffer for the items taken from the queue.
+    items: Vec<Item>,
+}
+
+/// Most entries taken from one room's ring in one round: a busy room cannot hold back the
+/// session's other rooms and replies for long.
+const ROUND_PER_ROOM: usize = 256;
+
+/// One room read from its ring.
+struct Cursor {
+    room: RoomId,
+    ring: Arc<RoomRing>,
+    /// The next seq to take.
+    next: Seq,
+    /// The ring's released seq when this round began: read up to here.
+    until: Seq,
+    /// Where the hub reads how far this writer has read; `reported` is what was last stored.
+    cell: Arc<AtomicU64>,
+    reported: u64,
+    /// Report at least every this many entries: the hub's slow-consumer check allows a
+    /// report to be up to one eviction batch behind ([`OpenCursor::report_every`]).
+    report_every: u64,
+}
+
+impl Cursor {
+    /// Takes the ring's entries up to `to`; `Err` if the writer fell behind the ring.
+    fn read(&mut self, to: Seq, out: &mut VecDeque<Arc<Outgoing>>) -> Result<(), Lagged> {
+        self.next = self.ring.read(self.next, to, ROUND_PER_ROOM, out)?;
+        let at = self.next.0.saturating_sub(1);
+        // Reported every eviction batch at least (the hub allows for that much staleness),
+        // and exactly when parking.
+        if at >= self.reported + self.report_every {
+            self.report();
+        }
+        Ok(())
+    }
+
+    fn report(&mut self) {
+        let at = self.next.0.saturating_sub(1);
+        if at != self.reported {
+            self.reported = at;
+            self.cell.store(at, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 impl Drop for Outbox {
@@ -51,33 +111,191 @@ impl Drop for Outbox {
 }
 
 impl Outbox {
+    fn new(queue: Arc<Queue>, shared: Arc<SessionShared>) -> Outbox {
+        Outbox {
+            queue,
+            shared,
+            cursors: Vec::new(),
+            staged: VecDeque::new(),
+            items: Vec::new(),
+        }
+    }
+
     /// The next frame to write, or the order to close. Close takes priority: a slow consumer
     /// is cut off without first writing its backlog.
     pub async fn recv(&mut self) -> Outbound {
-        self.queue.recv().await
+        loop {
+            if let Pumped::Out(out) = std::future::poll_fn(|cx| self.poll_next(cx, false)).await {
+                return out;
+            }
+        }
     }
 
     /// [`Outbox::recv`], or a keepalive probe the pump's reader asked for
     /// ([`Session::request_probe`]).
-    pub(crate) async fn recv_or_probe(&mut self) -> crate::queue::Pumped {
-        self.queue.recv_or_probe().await
+    pub(crate) async fn recv_or_probe(&mut self) -> Pumped {
+        std::future::poll_fn(|cx| self.poll_next(cx, true)).await
     }
 
-    /// A queued frame, if any, without waiting. Transports use it to batch several frames
-    /// into one write and one flush.
+    fn poll_next(&mut self, cx: &mut Context<'_>, probes: bool) -> Poll<Pumped> {
+        loop {
+            if !self.queue.is_closing() {
+                if let Some(f) = self.staged.pop_front() {
+                    return Poll::Ready(Pumped::Out(Outbound::Frame(f)));
+                }
+            }
+            self.snapshot();
+            let mut items = std::mem::take(&mut self.items);
+            let taken = self.queue.poll_take(cx, probes, &mut items);
+            match taken {
+                Taken::Close(reason) => {
+                    self.items = items;
+                    return Poll::Ready(Pumped::Out(Outbound::Close(reason)));
+                }
+                Taken::Probe => {
+                    self.items = items;
+                    return Poll::Ready(Pumped::Probe);
+                }
+                Taken::Items => {
+                    self.apply(&mut items);
+                    self.items = items;
+                    self.read_rings();
+                }
+                Taken::Parked => {
+                    self.items = items;
+                    // Parked first, then a last look at the rings: a publisher releasing an
+                    // entry after this look sees the writer parked and wakes it.
+                    self.snapshot();
+                    self.read_rings();
+                    if !self.staged.is_empty() || self.queue.is_closing() {
+                        self.queue.unpark();
+                        continue;
+                    }
+                    for c in &mut self.cursors {
+                        c.report();
+                    }
+                    if !self.queue.settle() {
+                        // Woken during the look: look again.
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Notes where each ring stands, before the queue is taken.
+    fn snapshot(&mut self) {
+        for c in &mut self.cursors {
+            c.until = c.ring.released();
+        }
+    }
+
+    /// Applies what was taken from the queue, in order: frames are staged, cursors opened,
+    /// and an ended cursor's last owed entries staged before whatever was queued after it.
+    fn apply(&mut self, items: &mut Vec<Item>) {
+        for item in items.drain(..) {
+            match item {
+                Item::Frame(f) => self.staged.push_back(f),
+                Item::Open(open) => {
+                    let cursor = Cursor {
+                        room: open.room,
+                        until: open.ring.released(),
+                        ring: open.ring.clone(),
+                        next: open.after.next(),
+                        reported: open.after.0,
+                        cell: open.cell.clone(),
+                        report_every: open.report_every,
+                    };
+                    // A re-subscribe restarts the room after its new replay.
+                    match self.cursors.iter_mut().find(|c| c.room == open.room) {
+                        Some(c) => *c = cursor,
+                        None => self.cursors.push(cursor),
+                    }
+                }
+                Item::End(end) => {
+                    if let Some(i) = self.cursors.iter().position(|c| c.room == end.room) {
+                        let c = self.cursors.swap_remove(i);
+                        if c.next <= end.last {
+                            if c.next <= end.evicted {
+                                self.lagged();
+                            } else {
+                                let owed = end.owed.iter().filter(|(s, _)| *s >= c.next);
+                                for (_, f) in owed.take_while(|(s, _)| *s <= end.last) {
+                                    self.staged.push_back(f.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stages every ring's entries up to its snapshot.
+    fn read_rings(&mut self) {
+        let mut lagged = false;
+        for c in &mut self.cursors {
+            let to = c.until;
+            if c.read(to, &mut self.staged).is_err() {
+                lagged = true;
+            }
+        }
+        if lagged {
+            self.lagged();
+        }
+    }
+
+    fn lagged(&mut self) {
+        self.shared.close.close(CloseReason::SlowConsumer);
+    }
+
+    /// One round without waiting (see the type's docs).
+    fn round(&mut self) {
+        self.snapshot();
+        let mut items = std::mem::take(&mut self.items);
+        if self.queue.take_all(&mut items) {
+            self.apply(&mut items);
+        }
+        self.items = items;
+        self.read_rings();
+    }
+
+    /// A frame, if any, without waiting. Transports use it to batch several frames into one
+    /// write and one flush.
     pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
-        self.queue.try_recv()
+        if self.staged.is_empty() {
+            self.round();
+        }
+        self.staged.pop_front()
     }
 
-    /// Moves up to `max` queued frames into `out` with one lock; returns how many. The cheap
-    /// way for a writer to build a batch.
+    /// Moves up to `max` frames into `out`; returns how many. The cheap way for a writer to
+    /// build a batch.
     pub fn drain_into(&mut self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
-        self.queue.drain_into(out, max)
+        let before = out.len();
+        while out.len() - before < max {
+            if self.staged.is_empty() {
+                self.round();
+                if self.staged.is_empty() {
+                    break;
+                }
+            }
+            let n = (max - (out.len() - before)).min(self.staged.len());
+            out.extend(self.staged.drain(..n));
+        }
+        out.len() - before
     }
 
-    /// Frames waiting in the queue.
+    /// Frames waiting: in the queue, taken from it, and released in the rooms read but not
+    /// yet taken.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        let unread: u64 = self
+            .cursors
+            .iter()
+            .map(|c| c.ring.released().0.saturating_sub(c.next.0.saturating_sub(1)))
+            .sum();
+        self.queue.len() + self.staged.len() + usize::try_from(unread).unwrap_or(usize::MAX)
     }
 
     /// Whether no frame is waiting.
@@ -123,7 +341,7 @@ impl Engine {
             violations: 0,
         };
         let queue = shared.queue.clone();
-        (session, Outbox { queue, shared })
+        (session, Outbox::new(queue, shared))
     }
 
     /// Opens a session whose first exchange is a `hello` carrying credentials (TCP binary
