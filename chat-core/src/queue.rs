@@ -610,14 +610,19 @@ mod tests {
             let waiter = tokio::spawn(async move {
                 let mut parked = false;
                 std::future::poll_fn(|cx| {
-                    let mut out = Vec::new();
-                    match q2.poll_take(cx, false, &mut out) {
-                        // As `Outbox` does after a last look at its (here: no) rings.
-                        Taken::Parked if !parked && q2.settle() => {
-                            parked = true;
-                            Poll::Pending
+                    loop {
+                        let mut out = Vec::new();
+                        match q2.poll_take(cx, false, &mut out) {
+                            // As `Outbox` does after a last look at its (here: no) rings:
+                            // settle, or look again if woken meanwhile.
+                            Taken::Parked if !parked => {
+                                if q2.settle() {
+                                    parked = true;
+                                    return Poll::Pending;
+                                }
+                            }
+                            t => return Poll::Ready(t),
                         }
-                        t => Poll::Ready(t),
                     }
                 })
                 .await
@@ -628,9 +633,10 @@ mod tests {
                 1 => c3.close(CloseReason::Revoked),
                 // What a publisher does after releasing a room entry: wake a parked writer.
                 _ => {
-                    while !q3.wake_if_parked() {
+                    while q3.park.load(Ordering::SeqCst) == RUNNING {
                         std::thread::yield_now();
                     }
+                    q3.wake_if_parked();
                 }
             });
             let out = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
