@@ -631,7 +631,7 @@ impl RoomRing {
         if from.0 <= self.evicted.load(Ordering::SeqCst) {
             return Err(Lagged);
         }
-        let start = r.partition_point(|(s, _)| *s < from);
+        let start = start_of(&r, from);
         let mut taken = 0;
         let mut next = from;
         for (seq, frame) in r.range(start..) {
@@ -647,6 +647,35 @@ impl RoomRing {
         }
         // Everything up to `to` was read (a skipped gap leaves holes).
         Ok(to.next())
+    }
+}
+
+/// The index of the first entry at or after `from`: by arithmetic when the ring has no
+/// hole there (the common case), else by binary search.
+fn start_of(r: &VecDeque<(Seq, Arc<Outgoing>)>, from: Seq) -> usize {
+    if let Some((front, _)) = r.front() {
+        if let Ok(i) = usize::try_from(from.0.saturating_sub(front.0)) {
+            if r.get(i).is_some_and(|(s, _)| *s == from) {
+                return i;
+            }
+        }
+    }
+    r.partition_point(|(s, _)| *s < from)
+}
+
+impl RoomRing {
+    /// The first entry from `from` up to `to`, if any; `Err` if `from` was already dropped.
+    pub(crate) fn first(&self, from: Seq, to: Seq) -> Result<Option<(Seq, Arc<Outgoing>)>, Lagged> {
+        if from > to {
+            return Ok(None);
+        }
+        let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        if from.0 <= self.evicted.load(Ordering::SeqCst) {
+            return Err(Lagged);
+        }
+        Ok(r.get(start_of(&r, from))
+            .filter(|(s, _)| *s <= to)
+            .map(|(s, f)| (*s, f.clone())))
     }
 }
 

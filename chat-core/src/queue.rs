@@ -277,7 +277,12 @@ impl Queue {
     /// One look at the queue, under one lock: a close first, then a probe request (with
     /// `probes`), then every queued item (moved into `out`); with nothing, registers the
     /// writer as parked.
-    pub(crate) fn poll_take(&self, cx: &mut Context<'_>, probes: bool, out: &mut Vec<Item>) -> Taken {
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        probes: bool,
+        out: &mut Vec<Item>,
+    ) -> Taken {
         let mut g = crate::hub::lock(&self.inner);
         if let Some(reason) = g.closing {
             return Taken::Close(reason);
@@ -471,7 +476,10 @@ mod tests {
         close.close(CloseReason::Shutdown);
         assert!(q.is_closing());
         assert!(
-            matches!(next(&q, false).await.0, Taken::Close(CloseReason::SlowConsumer)),
+            matches!(
+                next(&q, false).await.0,
+                Taken::Close(CloseReason::SlowConsumer)
+            ),
             "the close comes first, with the first reason given"
         );
         assert_eq!(close.closed().await, CloseReason::SlowConsumer);

@@ -52,8 +52,8 @@ pub struct Outbox {
     /// Held directly (not through `shared`): the writer's hot path touches only the queue.
     queue: Arc<Queue>,
     shared: Arc<SessionShared>,
-    /// The rooms this writer reads. A handful per session, so a vector.
-    cursors: Vec<Cursor>,
+    /// The rooms this writer reads.
+    cursors: Cursors,
     /// Frames taken from the queue and the rings, in the order they go out. At most a round's
     /// worth: the queue's capacity plus [`ROUND_PER_ROOM`] per room.
     staged: VecDeque<Arc<Outgoing>>,
@@ -64,6 +64,48 @@ pub struct Outbox {
 /// Most entries taken from one room's ring in one round: a busy room cannot hold back the
 /// session's other rooms and replies for long.
 const ROUND_PER_ROOM: usize = 256;
+
+/// The rooms a writer reads: the first inline (most sessions read one or a few rooms, and
+/// the writer looks at its cursors on every round: one heap buffer fewer to miss), the rest
+/// in a vector.
+#[derive(Default)]
+struct Cursors {
+    first: Option<Cursor>,
+    rest: Vec<Cursor>,
+}
+
+impl Cursors {
+    fn iter(&self) -> impl Iterator<Item = &Cursor> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Cursor> {
+        self.first.iter_mut().chain(self.rest.iter_mut())
+    }
+
+    /// Adds a cursor, replacing the room's current one (a re-subscribe restarts it).
+    fn insert(&mut self, cursor: Cursor) {
+        if let Some(c) = self.iter_mut().find(|c| c.room == cursor.room) {
+            *c = cursor;
+        } else if self.first.is_none() {
+            self.first = Some(cursor);
+        } else {
+            self.rest.push(cursor);
+        }
+    }
+
+    fn remove(&mut self, room: RoomId) -> Option<Cursor> {
+        if self.first.as_ref().is_some_and(|c| c.room == room) {
+            let c = self.first.take();
+            if !self.rest.is_empty() {
+                self.first = Some(self.rest.swap_remove(0));
+            }
+            return c;
+        }
+        let i = self.rest.iter().position(|c| c.room == room)?;
+        Some(self.rest.swap_remove(i))
+    }
+}
 
 /// One room read from its ring.
 struct Cursor {
@@ -85,13 +127,17 @@ impl Cursor {
     /// Takes the ring's entries up to `to`; `Err` if the writer fell behind the ring.
     fn read(&mut self, to: Seq, out: &mut VecDeque<Arc<Outgoing>>) -> Result<(), Lagged> {
         self.next = self.ring.read(self.next, to, ROUND_PER_ROOM, out)?;
+        self.note_read();
+        Ok(())
+    }
+
+    /// Reports the position every eviction batch at least (the hub allows for that much
+    /// staleness); exactly when parking ([`Cursor::report`]).
+    fn note_read(&mut self) {
         let at = self.next.0.saturating_sub(1);
-        // Reported every eviction batch at least (the hub allows for that much staleness),
-        // and exactly when parking.
         if at >= self.reported + self.report_every {
             self.report();
         }
-        Ok(())
     }
 
     fn report(&mut self) {
@@ -115,7 +161,7 @@ impl Outbox {
         Outbox {
             queue,
             shared,
-            cursors: Vec::new(),
+            cursors: Cursors::default(),
             staged: VecDeque::new(),
             items: Vec::new(),
         }
@@ -171,7 +217,7 @@ impl Outbox {
                         self.queue.unpark();
                         continue;
                     }
-                    for c in &mut self.cursors {
+                    for c in self.cursors.iter_mut() {
                         c.report();
                     }
                     if !self.queue.settle() {
@@ -186,7 +232,7 @@ impl Outbox {
 
     /// Notes where each ring stands, before the queue is taken.
     fn snapshot(&mut self) {
-        for c in &mut self.cursors {
+        for c in self.cursors.iter_mut() {
             c.until = c.ring.released();
         }
     }
@@ -208,14 +254,10 @@ impl Outbox {
                         report_every: open.report_every,
                     };
                     // A re-subscribe restarts the room after its new replay.
-                    match self.cursors.iter_mut().find(|c| c.room == open.room) {
-                        Some(c) => *c = cursor,
-                        None => self.cursors.push(cursor),
-                    }
+                    self.cursors.insert(cursor);
                 }
                 Item::End(end) => {
-                    if let Some(i) = self.cursors.iter().position(|c| c.room == end.room) {
-                        let c = self.cursors.swap_remove(i);
+                    if let Some(c) = self.cursors.remove(end.room) {
                         if c.next <= end.last {
                             if c.next <= end.evicted {
                                 self.lagged();
@@ -235,7 +277,7 @@ impl Outbox {
     /// Stages every ring's entries up to its snapshot.
     fn read_rings(&mut self) {
         let mut lagged = false;
-        for c in &mut self.cursors {
+        for c in self.cursors.iter_mut() {
             let to = c.until;
             if c.read(to, &mut self.staged).is_err() {
                 lagged = true;
@@ -264,9 +306,34 @@ impl Outbox {
     /// A frame, if any, without waiting. Transports use it to batch several frames into one
     /// write and one flush.
     pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
-        if self.staged.is_empty() {
-            self.round();
+        if let Some(f) = self.staged.pop_front() {
+            return Some(f);
         }
+        self.snapshot();
+        let mut items = std::mem::take(&mut self.items);
+        if self.queue.take_all(&mut items) {
+            self.apply(&mut items);
+        }
+        self.items = items;
+        if self.staged.is_empty() && self.cursors.rest.is_empty() {
+            // The common case, one room and nothing queued: its next entry straight back,
+            // without going through `staged` (a buffer of its own, one more cache miss).
+            if let Some(c) = &mut self.cursors.first {
+                match c.ring.first(c.next, c.until) {
+                    Ok(Some((seq, f))) => {
+                        c.next = seq.next();
+                        c.note_read();
+                        return Some(f);
+                    }
+                    Ok(None) => return None,
+                    Err(Lagged) => {
+                        self.lagged();
+                        return None;
+                    }
+                }
+            }
+        }
+        self.read_rings();
         self.staged.pop_front()
     }
 
@@ -293,7 +360,12 @@ impl Outbox {
         let unread: u64 = self
             .cursors
             .iter()
-            .map(|c| c.ring.released().0.saturating_sub(c.next.0.saturating_sub(1)))
+            .map(|c| {
+                c.ring
+                    .released()
+                    .0
+                    .saturating_sub(c.next.0.saturating_sub(1))
+            })
             .sum();
         self.queue.len() + self.staged.len() + usize::try_from(unread).unwrap_or(usize::MAX)
     }
