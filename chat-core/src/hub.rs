@@ -49,7 +49,7 @@
 use crate::config::Limits;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::{Entry, Outgoing, ServerFrame, UnsubscribeReason, UserInfo};
-use crate::queue::{Item, PushError, Queue};
+use crate::queue::{Item, PushError, Queue, Slots};
 use dashmap::DashMap;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -201,6 +201,8 @@ pub(crate) struct Hub {
     rooms: DashMap<RoomId, Arc<RoomChannel>>,
     next_session: AtomicU64,
     limits: Arc<Limits>,
+    /// Every session queue's slot in the dense arrays (see [`Slots`]).
+    slots: Slots,
 }
 
 /// A request, from the sequencer to the engine, to read a room's missing seqs from the store.
@@ -232,6 +234,7 @@ impl Hub {
             rooms: DashMap::new(),
             next_session: AtomicU64::new(1),
             limits,
+            slots: Slots::default(),
         }
     }
 
@@ -251,7 +254,7 @@ impl Hub {
         username: String,
         token_hash: Option<[u8; 32]>,
     ) -> Arc<SessionShared> {
-        let queue = Queue::new(self.limits.session_queue);
+        let queue = Queue::with_slot(self.limits.session_queue, self.slots.take());
         let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
         let shared = Arc::new(SessionShared {
             id,

@@ -20,7 +20,7 @@ use crate::protocol::Outgoing;
 use crate::session::Outbound;
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Context;
 
@@ -69,7 +69,7 @@ pub(crate) struct Queue {
     /// entry's release, both `SeqCst`: either the writer sees the entry or the publisher
     /// sees it parking. `PARKED` is set only after that look found nothing, so a `PARKED`
     /// writer has read every ring it follows to the end (the hub trims rings on it).
-    park: AtomicU8,
+    park_slot: Slot,
     /// `Inner::closing.is_some()`, readable without the mutex: the writer checks it before
     /// every frame it hands out, so a close overtakes frames already taken from the queue.
     closing_hint: AtomicBool,
@@ -113,6 +113,9 @@ struct Inner {
     probe: bool,
     /// The session is closing, and why ([`Queue::closing`]).
     closing: Option<CloseReason>,
+    /// The slot's pending bit is set: something here wants the writer (items, a probe
+    /// request, the close).
+    flagged: bool,
 }
 
 /// What [`crate::session::Outbox`] hands the pump's writer.
@@ -199,7 +202,14 @@ impl Inner {
 }
 
 impl Queue {
+    /// A queue with a slot of its own (tests; the hub gives each session's queue one of its
+    /// [`Slots`]).
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> Arc<Queue> {
+        Queue::with_slot(capacity, Slots::default().take())
+    }
+
+    pub(crate) fn with_slot(capacity: usize, slot: Slot) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner {
                 // No allocation until a backlog: an idle session costs only this struct.
@@ -213,9 +223,10 @@ impl Queue {
                 waiting: false,
                 probe: false,
                 closing: None,
+                flagged: false,
             }),
             waker: AtomicWaker::new(),
-            park: AtomicU8::new(RUNNING),
+            park_slot: slot,
             closing_hint: AtomicBool::new(false),
         })
     }
@@ -231,6 +242,7 @@ impl Queue {
                 return Err(PushError::Closed);
             }
             g.push_back(item)?;
+            self.refresh(&mut g);
             self.take_waiting(&mut g)
         };
         if wake {
@@ -239,11 +251,28 @@ impl Queue {
         Ok(())
     }
 
+    /// Keeps the slot's pending bit equal to "the writer has something to take here", under
+    /// the mutex: set with the first item (or a probe request, or the close), cleared when a
+    /// take leaves nothing. A writer whose bit is clear skips the lock (see [`Slots`]).
+    fn refresh(&self, g: &mut Inner) {
+        let want = g.len > 0 || g.spilling || g.probe || g.closing.is_some() || g.closed;
+        if want != g.flagged {
+            g.flagged = want;
+            self.park_slot.set_pending(want);
+        }
+    }
+
+    /// Whether the writer may have something to take here (no lock: one bit in a dense
+    /// bitmap, in cache). Read after the rings' snapshot, `SeqCst`, as the push sets it.
+    pub(crate) fn maybe_pending(&self) -> bool {
+        self.park_slot.pending()
+    }
+
     /// Clears the parked state under the mutex; whether the writer was parked.
     fn take_waiting(&self, g: &mut Inner) -> bool {
         let was = std::mem::take(&mut g.waiting);
         if was {
-            self.park.store(RUNNING, Ordering::SeqCst);
+            self.park_slot.park().store(RUNNING, Ordering::SeqCst);
         }
         was
     }
@@ -252,10 +281,10 @@ impl Queue {
     /// parked, and says whether it was parked (so had read everything released before). A
     /// running writer costs one load of this line and no lock.
     pub(crate) fn wake_if_parked(&self) -> bool {
-        if self.park.load(Ordering::SeqCst) == RUNNING {
+        if self.park_slot.park().load(Ordering::SeqCst) == RUNNING {
             return false;
         }
-        let was = self.park.swap(RUNNING, Ordering::SeqCst);
+        let was = self.park_slot.park().swap(RUNNING, Ordering::SeqCst);
         if was == RUNNING {
             return false;
         }
@@ -269,7 +298,8 @@ impl Queue {
     /// After [`Taken::Parked`] and a last look at the rings that found nothing: marks the
     /// writer parked. `false` if it was woken meanwhile (look again).
     pub(crate) fn settle(&self) -> bool {
-        self.park
+        self.park_slot
+            .park()
             .compare_exchange(PARKING, PARKED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     }
@@ -288,9 +318,11 @@ impl Queue {
             return Taken::Close(reason);
         }
         if probes && std::mem::take(&mut g.probe) {
+            self.refresh(&mut g);
             return Taken::Probe;
         }
         if Self::take_all_locked(&mut g, out) {
+            self.refresh(&mut g);
             return Taken::Items;
         }
         if g.closed {
@@ -298,7 +330,7 @@ impl Queue {
         }
         self.waker.register(cx.waker());
         g.waiting = true;
-        self.park.store(PARKING, Ordering::SeqCst);
+        self.park_slot.park().store(PARKING, Ordering::SeqCst);
         Taken::Parked
     }
 
@@ -310,7 +342,10 @@ impl Queue {
 
     /// Moves every queued item into `out`; returns whether there were any.
     pub(crate) fn take_all(&self, out: &mut Vec<Item>) -> bool {
-        Self::take_all_locked(&mut crate::hub::lock(&self.inner), out)
+        let mut g = crate::hub::lock(&self.inner);
+        let any = Self::take_all_locked(&mut g, out);
+        self.refresh(&mut g);
+        any
     }
 
     fn take_all_locked(g: &mut Inner, out: &mut Vec<Item>) -> bool {
@@ -335,6 +370,7 @@ impl Queue {
                 return;
             }
             g.probe = true;
+            self.refresh(&mut g);
             self.take_waiting(&mut g)
         };
         if wake {
@@ -348,6 +384,7 @@ impl Queue {
         {
             let mut g = crate::hub::lock(&self.inner);
             g.closing.get_or_insert(reason);
+            self.refresh(&mut g);
             self.take_waiting(&mut g);
         }
         self.closing_hint.store(true, Ordering::Release);
@@ -364,9 +401,105 @@ impl Queue {
             let mut g = crate::hub::lock(&self.inner);
             g.closed = true;
             g.clear();
+            self.refresh(&mut g);
             self.take_waiting(&mut g);
         }
         self.waker.wake();
+    }
+}
+
+/// Sessions' slots in dense shared arrays: a pending bit and a park state per session.
+///
+/// Why: with thousands of sessions, anything read per delivery from each session's own
+/// allocation is a cache miss per delivery (see "fan-out" in docs/BENCHMARKS.md). A writer
+/// checks its pending bit before taking its queue's lock, and a publisher reads each
+/// subscriber's park state; packed here, 10 000 sessions' bits are 1.25 KB and their park
+/// states 10 KB, which stay in cache. Chunks of [`CHUNK`] slots are allocated as sessions
+/// come and kept; a freed slot is reused.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Slots {
+    inner: Arc<Mutex<SlotsInner>>,
+}
+
+#[derive(Debug, Default)]
+struct SlotsInner {
+    chunks: Vec<Arc<SlotChunk>>,
+    free: Vec<usize>,
+}
+
+/// Slots per chunk.
+const CHUNK: usize = 4096;
+
+#[derive(Debug)]
+struct SlotChunk {
+    pending: [AtomicU64; CHUNK / 64],
+    park: [AtomicU8; CHUNK],
+}
+
+/// One session's slot; returned to the pool when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    chunk: Arc<SlotChunk>,
+    index: usize,
+    pool: Arc<Mutex<SlotsInner>>,
+    global: usize,
+}
+
+impl Slots {
+    /// A slot, cleared.
+    pub(crate) fn take(&self) -> Slot {
+        let mut g = crate::hub::lock(&self.inner);
+        let global = match g.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = g.chunks.len() * CHUNK;
+                g.chunks.push(Arc::new(SlotChunk {
+                    pending: std::array::from_fn(|_| AtomicU64::new(0)),
+                    park: std::array::from_fn(|_| AtomicU8::new(RUNNING)),
+                }));
+                g.free.extend((i + 1..i + CHUNK).rev());
+                i
+            }
+        };
+        let slot = Slot {
+            chunk: g.chunks[global / CHUNK].clone(),
+            index: global % CHUNK,
+            pool: self.inner.clone(),
+            global,
+        };
+        slot.set_pending(false);
+        slot.park().store(RUNNING, Ordering::SeqCst);
+        slot
+    }
+}
+
+impl Slot {
+    fn park(&self) -> &AtomicU8 {
+        &self.chunk.park[self.index]
+    }
+
+    fn word(&self) -> (&AtomicU64, u64) {
+        (&self.chunk.pending[self.index / 64], 1 << (self.index % 64))
+    }
+
+    fn set_pending(&self, on: bool) {
+        let (word, bit) = self.word();
+        if on {
+            word.fetch_or(bit, Ordering::SeqCst);
+        } else {
+            word.fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+
+    fn pending(&self) -> bool {
+        let (word, bit) = self.word();
+        word.load(Ordering::SeqCst) & bit != 0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::hub::lock(&self.pool).free.push(self.global);
     }
 }
 
@@ -641,7 +774,7 @@ mod tests {
                 1 => c3.close(CloseReason::Revoked),
                 // What a publisher does after releasing a room entry: wake a parked writer.
                 _ => {
-                    while q3.park.load(Ordering::SeqCst) == RUNNING {
+                    while q3.park_slot.park().load(Ordering::SeqCst) == RUNNING {
                         std::thread::yield_now();
                     }
                     q3.wake_if_parked();

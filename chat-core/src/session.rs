@@ -295,11 +295,13 @@ impl Outbox {
     /// One round without waiting (see the type's docs).
     fn round(&mut self) {
         self.snapshot();
-        let mut items = std::mem::take(&mut self.items);
-        if self.queue.take_all(&mut items) {
-            self.apply(&mut items);
+        if self.queue.maybe_pending() {
+            let mut items = std::mem::take(&mut self.items);
+            if self.queue.take_all(&mut items) {
+                self.apply(&mut items);
+            }
+            self.items = items;
         }
-        self.items = items;
         self.read_rings();
     }
 
@@ -310,11 +312,15 @@ impl Outbox {
             return Some(f);
         }
         self.snapshot();
-        let mut items = std::mem::take(&mut self.items);
-        if self.queue.take_all(&mut items) {
-            self.apply(&mut items);
+        // The bit is read after the snapshot: a frame queued before an entry there was
+        // released has set it by then.
+        if self.queue.maybe_pending() {
+            let mut items = std::mem::take(&mut self.items);
+            if self.queue.take_all(&mut items) {
+                self.apply(&mut items);
+            }
+            self.items = items;
         }
-        self.items = items;
         if self.staged.is_empty() && self.cursors.rest.is_empty() {
             // The common case, one room and nothing queued: its next entry straight back,
             // without going through `staged` (a buffer of its own, one more cache miss).
