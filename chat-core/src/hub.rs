@@ -49,7 +49,7 @@
 use crate::config::Limits;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::{Entry, Outgoing, ServerFrame, UnsubscribeReason, UserInfo};
-use crate::queue::{Item, PushError, Queue, Slots};
+use crate::queue::{Item, PushError, Queue, SlotRef, Slots};
 use dashmap::DashMap;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -396,6 +396,7 @@ impl Hub {
                     queue: session.queue.clone(),
                     session: session.clone(),
                     state: SubState::Syncing,
+                    slot: session.queue.slot(),
                     cell: None,
                 });
                 g.index.insert(session.id, idx);
@@ -749,6 +750,8 @@ struct Sub {
     queue: Arc<Queue>,
     session: Arc<SessionShared>,
     state: SubState,
+    /// The queue's slot, read for every entry released (is the writer parked?).
+    slot: SlotRef,
     /// While live: how far the session's writer reports having read the ring.
     cell: Option<Arc<AtomicU64>>,
 }
@@ -1009,7 +1012,9 @@ impl RoomInner {
         }
         let mut all_parked = true;
         for sub in self.subs.iter() {
-            if matches!(sub.state, SubState::Live) && !sub.queue.wake_if_parked() {
+            if matches!(sub.state, SubState::Live)
+                && !(sub.slot.may_be_parked() && sub.queue.wake_if_parked())
+            {
                 all_parked = false;
             }
         }

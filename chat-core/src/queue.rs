@@ -262,10 +262,9 @@ impl Queue {
         }
     }
 
-    /// Whether the writer may have something to take here (no lock: one bit in a dense
-    /// bitmap, in cache). Read after the rings' snapshot, `SeqCst`, as the push sets it.
-    pub(crate) fn maybe_pending(&self) -> bool {
-        self.park_slot.pending()
+    /// Where this queue's slot is ([`SlotRef`]).
+    pub(crate) fn slot(&self) -> SlotRef {
+        self.park_slot.at.clone()
     }
 
     /// Clears the parked state under the mutex; whether the writer was parked.
@@ -439,10 +438,30 @@ struct SlotChunk {
 /// One session's slot; returned to the pool when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    chunk: Arc<SlotChunk>,
-    index: usize,
+    at: SlotRef,
     pool: Arc<Mutex<SlotsInner>>,
     global: usize,
+}
+
+/// Where a slot is, for those who read it on the hot path without going through the queue
+/// (whose own cache line would be the miss the slot exists to avoid): the room's subscriber
+/// entry, the session's outbox.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotRef {
+    chunk: Arc<SlotChunk>,
+    index: usize,
+}
+
+impl SlotRef {
+    /// Whether the writer is parking or parked (a publisher must wake it).
+    pub(crate) fn may_be_parked(&self) -> bool {
+        self.chunk.park[self.index].load(Ordering::SeqCst) != RUNNING
+    }
+
+    /// See [`Queue::maybe_pending`].
+    pub(crate) fn pending(&self) -> bool {
+        self.chunk.pending[self.index / 64].load(Ordering::SeqCst) & (1 << (self.index % 64)) != 0
+    }
 }
 
 impl Slots {
@@ -462,8 +481,10 @@ impl Slots {
             }
         };
         let slot = Slot {
-            chunk: g.chunks[global / CHUNK].clone(),
-            index: global % CHUNK,
+            at: SlotRef {
+                chunk: g.chunks[global / CHUNK].clone(),
+                index: global % CHUNK,
+            },
             pool: self.inner.clone(),
             global,
         };
@@ -475,11 +496,14 @@ impl Slots {
 
 impl Slot {
     fn park(&self) -> &AtomicU8 {
-        &self.chunk.park[self.index]
+        &self.at.chunk.park[self.at.index]
     }
 
     fn word(&self) -> (&AtomicU64, u64) {
-        (&self.chunk.pending[self.index / 64], 1 << (self.index % 64))
+        (
+            &self.at.chunk.pending[self.at.index / 64],
+            1 << (self.at.index % 64),
+        )
     }
 
     fn set_pending(&self, on: bool) {
@@ -491,10 +515,6 @@ impl Slot {
         }
     }
 
-    fn pending(&self) -> bool {
-        let (word, bit) = self.word();
-        word.load(Ordering::SeqCst) & bit != 0
-    }
 }
 
 impl Drop for Slot {

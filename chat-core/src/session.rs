@@ -21,7 +21,7 @@ use crate::protocol::{
     ClientFrame, Codec, Entry, Hello, HelloAuth, Outgoing, PROTOCOL_VERSION, Request, RequestId,
     RoomInfo, Secret, SeqRange, ServerFrame, UserInfo, WireLimits,
 };
-use crate::queue::{Item, Pumped, Queue, Taken};
+use crate::queue::{Item, Pumped, Queue, SlotRef, Taken};
 use crate::ratelimit::TokenBucket;
 use crate::store::MAX_HISTORY_PAGE;
 use std::collections::VecDeque;
@@ -51,6 +51,8 @@ pub enum Outbound {
 pub struct Outbox {
     /// Held directly (not through `shared`): the writer's hot path touches only the queue.
     queue: Arc<Queue>,
+    /// The queue's slot, checked before taking the queue's lock.
+    slot: SlotRef,
     shared: Arc<SessionShared>,
     /// The rooms this writer reads.
     cursors: Cursors,
@@ -159,6 +161,7 @@ impl Drop for Outbox {
 impl Outbox {
     fn new(queue: Arc<Queue>, shared: Arc<SessionShared>) -> Outbox {
         Outbox {
+            slot: queue.slot(),
             queue,
             shared,
             cursors: Cursors::default(),
@@ -295,7 +298,7 @@ impl Outbox {
     /// One round without waiting (see the type's docs).
     fn round(&mut self) {
         self.snapshot();
-        if self.queue.maybe_pending() {
+        if self.slot.pending() {
             let mut items = std::mem::take(&mut self.items);
             if self.queue.take_all(&mut items) {
                 self.apply(&mut items);
@@ -314,7 +317,7 @@ impl Outbox {
         self.snapshot();
         // The bit is read after the snapshot: a frame queued before an entry there was
         // released has set it by then.
-        if self.queue.maybe_pending() {
+        if self.slot.pending() {
             let mut items = std::mem::take(&mut self.items);
             if self.queue.take_all(&mut items) {
                 self.apply(&mut items);
