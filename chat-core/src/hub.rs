@@ -203,6 +203,10 @@ pub(crate) struct Hub {
     limits: Arc<Limits>,
     /// Every session queue's slot in the dense arrays (see [`Slots`]).
     slots: Slots,
+    /// The node's release epoch: +1 per entry appended to any ring, read to stamp every
+    /// frame queued for a session, so that each writer sends both in the order they
+    /// happened. One atomic add per published entry, not per delivery.
+    epoch: Arc<AtomicU64>,
 }
 
 /// A request, from the sequencer to the engine, to read a room's missing seqs from the store.
@@ -235,6 +239,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             limits,
             slots: Slots::default(),
+            epoch: Arc::default(),
         }
     }
 
@@ -254,7 +259,11 @@ impl Hub {
         username: String,
         token_hash: Option<[u8; 32]>,
     ) -> Arc<SessionShared> {
-        let queue = Queue::with_slot(self.limits.session_queue, self.slots.take());
+        let queue = Queue::with_slot(
+            self.limits.session_queue,
+            self.slots.take(),
+            self.epoch.clone(),
+        );
         let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
         let shared = Arc::new(SessionShared {
             id,
@@ -382,6 +391,7 @@ impl Hub {
                         room,
                         self.limits.presence_broadcast_max,
                         self.limits.session_queue,
+                        self.epoch.clone(),
                     ))
                 })
                 .clone();
@@ -553,7 +563,12 @@ impl Hub {
 /// leaves a hole).
 #[derive(Debug)]
 pub(crate) struct RoomRing {
-    entries: RwLock<VecDeque<(Seq, Arc<Outgoing>)>>,
+    /// `(seq, epoch, frame)`: the epoch is the node-wide release count when it was appended,
+    /// which orders it against the frames queued for each session (stamped with the same
+    /// count): a frame stamped before an entry's release goes out before it, and after it
+    /// otherwise.
+    entries: RwLock<VecDeque<(Seq, u64, Arc<Outgoing>)>>,
+    epoch: Arc<AtomicU64>,
     /// The highest seq appended (0 before the first).
     released: AtomicU64,
     /// The highest seq dropped (0 before the first): a cursor that still wants it has lagged.
@@ -565,9 +580,10 @@ pub(crate) struct RoomRing {
 pub(crate) struct Lagged;
 
 impl RoomRing {
-    fn new() -> RoomRing {
+    fn new(epoch: Arc<AtomicU64>) -> RoomRing {
         RoomRing {
             entries: RwLock::new(VecDeque::new()),
+            epoch,
             released: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
         }
@@ -585,13 +601,14 @@ impl RoomRing {
         let mut dropped = None;
         if w.len() >= cap {
             for _ in 0..batch.min(w.len()) {
-                dropped = w.pop_front().map(|(s, _)| s);
+                dropped = w.pop_front().map(|(s, _, _)| s);
             }
             if let Some(d) = dropped {
                 self.evicted.store(d.0, Ordering::SeqCst);
             }
         }
-        w.push_back((seq, frame));
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        w.push_back((seq, epoch, frame));
         self.released.store(seq.0, Ordering::SeqCst);
         dropped
     }
@@ -600,8 +617,8 @@ impl RoomRing {
     fn trim_below(&self, seq: Seq) {
         let mut w = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let mut dropped = None;
-        while w.front().is_some_and(|(s, _)| *s < seq) {
-            dropped = w.pop_front().map(|(s, _)| s);
+        while w.front().is_some_and(|(s, _, _)| *s < seq) {
+            dropped = w.pop_front().map(|(s, _, _)| s);
         }
         if let Some(d) = dropped {
             self.evicted.fetch_max(d.0, Ordering::SeqCst);
@@ -614,73 +631,56 @@ impl RoomRing {
     /// The entries after `after`, and the highest seq dropped so far.
     fn owed_after(&self, after: Seq) -> (Vec<(Seq, Arc<Outgoing>)>, Seq) {
         let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let start = r.partition_point(|(s, _)| *s <= after);
-        let owed = r.range(start..).map(|(s, f)| (*s, f.clone())).collect();
+        let start = r.partition_point(|(s, _, _)| *s <= after);
+        let owed = r.range(start..).map(|(s, _, f)| (*s, f.clone())).collect();
         (owed, Seq(self.evicted.load(Ordering::SeqCst)))
     }
 
-    /// Copies the entries from `from` up to `to` (at most `max`) to `out`; returns the seq to
-    /// read from next time. `Err` if `from` was already dropped.
+    /// Copies the entries from `from` released at or before epoch `upto` to `out`; returns
+    /// the seq to read from next time. `Err` if `from` was already dropped.
     pub(crate) fn read(
         &self,
         from: Seq,
-        to: Seq,
-        max: usize,
+        upto: u64,
         out: &mut VecDeque<Arc<Outgoing>>,
     ) -> Result<Seq, Lagged> {
-        if from > to {
-            return Ok(from);
-        }
         let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
         if from.0 <= self.evicted.load(Ordering::SeqCst) {
             return Err(Lagged);
         }
-        let start = start_of(&r, from);
-        let mut taken = 0;
         let mut next = from;
-        for (seq, frame) in r.range(start..) {
-            if *seq > to {
+        for (seq, epoch, frame) in r.range(start_of(&r, from)..) {
+            if *epoch > upto {
                 break;
             }
-            if taken == max {
-                return Ok(next);
-            }
             out.push_back(frame.clone());
-            taken += 1;
             next = seq.next();
         }
-        // Everything up to `to` was read (a skipped gap leaves holes).
-        Ok(to.next())
+        Ok(next)
     }
-}
 
-/// The index of the first entry at or after `from`: by arithmetic when the ring has no
-/// hole there (the common case), else by binary search.
-fn start_of(r: &VecDeque<(Seq, Arc<Outgoing>)>, from: Seq) -> usize {
-    if let Some((front, _)) = r.front() {
-        if let Ok(i) = usize::try_from(from.0.saturating_sub(front.0)) {
-            if r.get(i).is_some_and(|(s, _)| *s == from) {
-                return i;
-            }
-        }
-    }
-    r.partition_point(|(s, _)| *s < from)
-}
-
-impl RoomRing {
-    /// The first entry from `from` up to `to`, if any; `Err` if `from` was already dropped.
-    pub(crate) fn first(&self, from: Seq, to: Seq) -> Result<Option<(Seq, Arc<Outgoing>)>, Lagged> {
-        if from > to {
-            return Ok(None);
-        }
+    /// The first entry from `from`, with its epoch, if any; `Err` if `from` was dropped.
+    pub(crate) fn first(&self, from: Seq) -> Result<Option<(Seq, u64, Arc<Outgoing>)>, Lagged> {
         let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
         if from.0 <= self.evicted.load(Ordering::SeqCst) {
             return Err(Lagged);
         }
         Ok(r.get(start_of(&r, from))
-            .filter(|(s, _)| *s <= to)
-            .map(|(s, f)| (*s, f.clone())))
+            .map(|(s, e, f)| (*s, *e, f.clone())))
     }
+}
+
+/// The index of the first entry at or after `from`: by arithmetic when the ring has no
+/// hole there (the common case), else by binary search.
+fn start_of(r: &VecDeque<(Seq, u64, Arc<Outgoing>)>, from: Seq) -> usize {
+    if let Some((front, _, _)) = r.front() {
+        if let Ok(i) = usize::try_from(from.0.saturating_sub(front.0)) {
+            if r.get(i).is_some_and(|(s, _, _)| *s == from) {
+                return i;
+            }
+        }
+    }
+    r.partition_point(|(s, _, _)| *s < from)
 }
 
 /// Queued right after a `subscribed` reply: from here the session reads the room's ring
@@ -779,7 +779,12 @@ enum SubState {
 }
 
 impl RoomChannel {
-    fn new(room: RoomId, presence_max: usize, ring_cap: usize) -> RoomChannel {
+    fn new(
+        room: RoomId,
+        presence_max: usize,
+        ring_cap: usize,
+        epoch: Arc<AtomicU64>,
+    ) -> RoomChannel {
         let ring_cap = ring_cap.max(1);
         RoomChannel {
             inner: Mutex::new(RoomInner {
@@ -794,7 +799,7 @@ impl RoomChannel {
                 online: HashMap::new(),
                 overflowed: Vec::new(),
                 presence_max,
-                ring: Arc::new(RoomRing::new()),
+                ring: Arc::new(RoomRing::new(epoch)),
                 ring_cap,
                 ring_batch: (ring_cap / 4).max(1),
             }),

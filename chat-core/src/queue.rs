@@ -49,7 +49,7 @@ pub(crate) enum Item {
 /// How many items a queue holds inline, in the cache line of its mutex; more go to a
 /// heap-allocated spill (see [`Inner`]). Room entries do not pass through here (they are read
 /// from the room's ring), so a queue holds replies and events, rarely more than a couple.
-const INLINE: usize = 2;
+const INLINE: usize = 1;
 
 /// `repr(C, align(64))`: everything a push and a take touch (the mutex, the flags, the
 /// capacity, up to [`INLINE`] items) shares one cache line; the waker and the `park` state,
@@ -70,6 +70,8 @@ pub(crate) struct Queue {
     /// sees it parking. `PARKED` is set only after that look found nothing, so a `PARKED`
     /// writer has read every ring it follows to the end (the hub trims rings on it).
     park_slot: Slot,
+    /// The node's release epoch: each queued item is stamped with it (see the hub).
+    epoch: Arc<AtomicU64>,
     /// `Inner::closing.is_some()`, readable without the mutex: the writer checks it before
     /// every frame it hands out, so a close overtakes frames already taken from the queue.
     closing_hint: AtomicBool,
@@ -92,11 +94,11 @@ const _: () = assert!(std::mem::size_of::<Mutex<Inner>>() <= 64);
 /// ring first.
 #[derive(Debug)]
 struct Inner {
-    ring: [Option<Item>; INLINE],
+    ring: [Option<(Item, u64)>; INLINE],
     /// Items queued behind a full ring. Boxed, so that an idle queue stays one line; `None`
     /// until the first backlog, and dropped again after a large one.
     #[allow(clippy::box_collection)]
-    spill: Option<Box<VecDeque<Item>>>,
+    spill: Option<Box<VecDeque<(Item, u64)>>>,
     /// At most this many items, ring and spill together (the session queue limit, clamped
     /// to `u32`).
     capacity: u32,
@@ -134,8 +136,8 @@ pub(crate) enum Taken {
     Close(CloseReason),
     /// The reader asked for a keepalive probe.
     Probe,
-    /// Items were moved into the caller's buffer.
-    Items,
+    /// Items were moved into the caller's buffer; the epoch when they were taken.
+    Items(u64),
     /// Nothing: the writer is registered as parked (undo with [`Queue::unpark`]).
     Parked,
 }
@@ -151,7 +153,7 @@ impl Inner {
     }
 
     /// Queues an item behind the others, if there is room.
-    fn push_back(&mut self, item: Item) -> Result<(), PushError> {
+    fn push_back(&mut self, item: (Item, u64)) -> Result<(), PushError> {
         if !self.spilling && usize::from(self.len) < INLINE {
             if u32::from(self.len) >= self.capacity {
                 return Err(PushError::Full);
@@ -170,7 +172,7 @@ impl Inner {
     }
 
     /// The oldest item.
-    fn pop_front(&mut self) -> Option<Item> {
+    fn pop_front(&mut self) -> Option<(Item, u64)> {
         if self.len > 0 {
             let item = self.ring[usize::from(self.head)].take();
             self.head = ((usize::from(self.head) + 1) % INLINE) as u8;
@@ -206,10 +208,10 @@ impl Queue {
     /// [`Slots`]).
     #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> Arc<Queue> {
-        Queue::with_slot(capacity, Slots::default().take())
+        Queue::with_slot(capacity, Slots::default().take(), Arc::default())
     }
 
-    pub(crate) fn with_slot(capacity: usize, slot: Slot) -> Arc<Queue> {
+    pub(crate) fn with_slot(capacity: usize, slot: Slot, epoch: Arc<AtomicU64>) -> Arc<Queue> {
         Arc::new(Queue {
             inner: Mutex::new(Inner {
                 // No allocation until a backlog: an idle session costs only this struct.
@@ -227,6 +229,7 @@ impl Queue {
             }),
             waker: AtomicWaker::new(),
             park_slot: slot,
+            epoch,
             closing_hint: AtomicBool::new(false),
         })
     }
@@ -241,8 +244,17 @@ impl Queue {
             if g.closed {
                 return Err(PushError::Closed);
             }
-            g.push_back(item)?;
+            // The pending bit first, then the stamp: a writer that read the epoch and then
+            // found the bit clear may send every entry up to that epoch, since a frame it
+            // missed is stamped later (see `Outbox`).
+            if !g.flagged {
+                g.flagged = true;
+                self.park_slot.set_pending(true);
+            }
+            let stamp = self.epoch.load(Ordering::SeqCst);
+            let pushed = g.push_back((item, stamp));
             self.refresh(&mut g);
+            pushed?;
             self.take_waiting(&mut g)
         };
         if wake {
@@ -310,7 +322,7 @@ impl Queue {
         &self,
         cx: &mut Context<'_>,
         probes: bool,
-        out: &mut Vec<Item>,
+        out: &mut Vec<(Item, u64)>,
     ) -> Taken {
         let mut g = crate::hub::lock(&self.inner);
         if let Some(reason) = g.closing {
@@ -322,7 +334,7 @@ impl Queue {
         }
         if Self::take_all_locked(&mut g, out) {
             self.refresh(&mut g);
-            return Taken::Items;
+            return Taken::Items(self.epoch.load(Ordering::SeqCst));
         }
         if g.closed {
             return Taken::Close(CloseReason::Shutdown);
@@ -339,15 +351,21 @@ impl Queue {
         self.take_waiting(&mut g);
     }
 
-    /// Moves every queued item into `out`; returns whether there were any.
-    pub(crate) fn take_all(&self, out: &mut Vec<Item>) -> bool {
+    /// Moves every queued item into `out`, with its stamp; returns the epoch then (every
+    /// item queued later is stamped at least that).
+    pub(crate) fn take_all(&self, out: &mut Vec<(Item, u64)>) -> u64 {
         let mut g = crate::hub::lock(&self.inner);
-        let any = Self::take_all_locked(&mut g, out);
+        Self::take_all_locked(&mut g, out);
         self.refresh(&mut g);
-        any
+        self.epoch.load(Ordering::SeqCst)
     }
 
-    fn take_all_locked(g: &mut Inner, out: &mut Vec<Item>) -> bool {
+    /// The node's release epoch (see the hub's module docs).
+    pub(crate) fn epoch(&self) -> Arc<AtomicU64> {
+        self.epoch.clone()
+    }
+
+    fn take_all_locked(g: &mut Inner, out: &mut Vec<(Item, u64)>) -> bool {
         let before = out.len();
         while let Some(item) = g.pop_front() {
             out.push(item);
@@ -514,7 +532,6 @@ impl Slot {
             word.fetch_and(!bit, Ordering::SeqCst);
         }
     }
-
 }
 
 impl Drop for Slot {
@@ -533,7 +550,7 @@ mod tests {
 
     /// What a writer reading only the queue gets next, parking while there is nothing:
     /// [`crate::Outbox`]'s use of [`Queue::poll_take`], without the rings.
-    async fn next(q: &Queue, probes: bool) -> (Taken, Vec<Item>) {
+    async fn next(q: &Queue, probes: bool) -> (Taken, Vec<(Item, u64)>) {
         std::future::poll_fn(|cx| {
             let mut out = Vec::new();
             match q.poll_take(cx, probes, &mut out) {
@@ -544,8 +561,8 @@ mod tests {
         .await
     }
 
-    fn frame(item: &Item) -> &Arc<Outgoing> {
-        match item {
+    fn frame(item: &(Item, u64)) -> &Arc<Outgoing> {
+        match &item.0 {
             Item::Frame(f) => f,
             other => panic!("not a frame: {other:?}"),
         }
@@ -560,9 +577,10 @@ mod tests {
         assert_eq!(q.push(f.clone()), Err(PushError::Full));
         assert_eq!(q.len(), 2);
         let mut out = Vec::new();
-        assert!(q.take_all(&mut out));
+        q.take_all(&mut out);
         assert_eq!(out.len(), 2);
-        assert!(!q.take_all(&mut out));
+        q.take_all(&mut out);
+        assert_eq!(out.len(), 2, "nothing more");
         q.close();
         assert_eq!(q.push(f), Err(PushError::Closed));
     }
@@ -575,7 +593,7 @@ mod tests {
         let made: Vec<_> = (0..150)
             .map(|_| Outgoing::event(ServerFrame::Pong))
             .collect();
-        let index = |i: &Item| made.iter().position(|m| Arc::ptr_eq(m, frame(i))).unwrap();
+        let index = |i: &(Item, u64)| made.iter().position(|m| Arc::ptr_eq(m, frame(i))).unwrap();
         for f in &made[..100] {
             q.push(f.clone()).unwrap();
         }
@@ -671,7 +689,7 @@ mod tests {
             let mut next = 0u64;
             // Frames are told apart by their pointer.
             let mut made = Vec::new();
-            let index = |made: &Vec<Arc<Outgoing>>, i: &Item| {
+            let index = |made: &Vec<Arc<Outgoing>>, i: &(Item, u64)| {
                 made.iter().position(|m| Arc::ptr_eq(m, frame(i))).unwrap() as u64
             };
             for op in ops {
@@ -697,8 +715,7 @@ mod tests {
                     }
                     Op::TakeAll => {
                         let mut out = Vec::new();
-                        let any = q.take_all(&mut out);
-                        prop_assert_eq!(any, !model.is_empty());
+                        q.take_all(&mut out);
                         let want: Vec<_> = model.drain(..).collect();
                         let got: Vec<_> = out.iter().map(|i| index(&made, i)).collect();
                         prop_assert_eq!(got, want);
@@ -725,14 +742,14 @@ mod tests {
         assert!(matches!(next(&q, true).await.0, Taken::Probe));
         let (t, items) = next(&q, true).await;
         assert!(
-            matches!(t, Taken::Items) && items.len() == 1,
+            matches!(t, Taken::Items(_)) && items.len() == 1,
             "two requests made before the writer got to them are one probe"
         );
 
         // Without `probes` (what `recv` asks for) a request is left alone.
         q.request_probe();
         q.push(f.clone()).unwrap();
-        assert!(matches!(next(&q, false).await.0, Taken::Items));
+        assert!(matches!(next(&q, false).await.0, Taken::Items(_)));
         assert!(matches!(next(&q, true).await.0, Taken::Probe));
 
         // A parked pump writer is woken by a request.
@@ -806,7 +823,7 @@ mod tests {
                 .unwrap();
             other.join().unwrap();
             match round % 3 {
-                0 => assert!(matches!(out, Taken::Items), "{out:?}"),
+                0 => assert!(matches!(out, Taken::Items(_)), "{out:?}"),
                 1 => assert!(matches!(out, Taken::Close(CloseReason::Revoked)), "{out:?}"),
                 // Woken with nothing queued: it would look at its rings, and park again.
                 _ => assert!(matches!(out, Taken::Parked), "{out:?}"),
@@ -822,7 +839,7 @@ mod tests {
         tokio::task::yield_now().await;
         q.push(Outgoing::event(ServerFrame::Pong)).unwrap();
         let (t, items) = waiter.await.unwrap();
-        assert!(matches!(t, Taken::Items) && items.len() == 1);
+        assert!(matches!(t, Taken::Items(_)) && items.len() == 1);
         let q3 = q.clone();
         let waiter = tokio::spawn(async move { next(&q3, false).await.0 });
         tokio::task::yield_now().await;

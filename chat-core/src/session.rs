@@ -57,15 +57,13 @@ pub struct Outbox {
     /// The rooms this writer reads.
     cursors: Cursors,
     /// Frames taken from the queue and the rings, in the order they go out. At most a round's
-    /// worth: the queue's capacity plus [`ROUND_PER_ROOM`] per room.
+    /// worth: the queue's capacity plus a ring's capacity per room.
     staged: VecDeque<Arc<Outgoing>>,
-    /// Reused buffer for the items taken from the queue.
-    items: Vec<Item>,
+    /// Reused buffer for the items taken from the queue, with their stamps.
+    items: Vec<(Item, u64)>,
+    /// The node's release epoch (see the hub's module docs).
+    epoch: Arc<AtomicU64>,
 }
-
-/// Most entries taken from one room's ring in one round: a busy room cannot hold back the
-/// session's other rooms and replies for long.
-const ROUND_PER_ROOM: usize = 256;
 
 /// The rooms a writer reads: the first inline (most sessions read one or a few rooms, and
 /// the writer looks at its cursors on every round: one heap buffer fewer to miss), the rest
@@ -115,8 +113,6 @@ struct Cursor {
     ring: Arc<RoomRing>,
     /// The next seq to take.
     next: Seq,
-    /// The ring's released seq when this round began: read up to here.
-    until: Seq,
     /// Where the hub reads how far this writer has read; `reported` is what was last stored.
     cell: Arc<AtomicU64>,
     reported: u64,
@@ -127,8 +123,8 @@ struct Cursor {
 
 impl Cursor {
     /// Takes the ring's entries up to `to`; `Err` if the writer fell behind the ring.
-    fn read(&mut self, to: Seq, out: &mut VecDeque<Arc<Outgoing>>) -> Result<(), Lagged> {
-        self.next = self.ring.read(self.next, to, ROUND_PER_ROOM, out)?;
+    fn read(&mut self, upto: u64, out: &mut VecDeque<Arc<Outgoing>>) -> Result<(), Lagged> {
+        self.next = self.ring.read(self.next, upto, out)?;
         self.note_read();
         Ok(())
     }
@@ -162,6 +158,7 @@ impl Outbox {
     fn new(queue: Arc<Queue>, shared: Arc<SessionShared>) -> Outbox {
         Outbox {
             slot: queue.slot(),
+            epoch: queue.epoch(),
             queue,
             shared,
             cursors: Cursors::default(),
@@ -193,7 +190,6 @@ impl Outbox {
                     return Poll::Ready(Pumped::Out(Outbound::Frame(f)));
                 }
             }
-            self.snapshot();
             let mut items = std::mem::take(&mut self.items);
             let taken = self.queue.poll_take(cx, probes, &mut items);
             match taken {
@@ -205,17 +201,17 @@ impl Outbox {
                     self.items = items;
                     return Poll::Ready(Pumped::Probe);
                 }
-                Taken::Items => {
+                Taken::Items(epoch) => {
                     self.apply(&mut items);
                     self.items = items;
-                    self.read_rings();
+                    self.send_rings(epoch);
                 }
                 Taken::Parked => {
                     self.items = items;
                     // Parked first, then a last look at the rings: a publisher releasing an
                     // entry after this look sees the writer parked and wakes it.
-                    self.snapshot();
-                    self.read_rings();
+                    let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
+                    self.send_rings(epoch);
                     if !self.staged.is_empty() || self.queue.is_closing() {
                         self.queue.unpark();
                         continue;
@@ -233,23 +229,26 @@ impl Outbox {
         }
     }
 
-    /// Notes where each ring stands, before the queue is taken.
-    fn snapshot(&mut self) {
-        for c in self.cursors.iter_mut() {
-            c.until = c.ring.released();
-        }
-    }
-
-    /// Applies what was taken from the queue, in order: frames are staged, cursors opened,
-    /// and an ended cursor's last owed entries staged before whatever was queued after it.
-    fn apply(&mut self, items: &mut Vec<Item>) {
-        for item in items.drain(..) {
+    /// Applies what was taken from the queue, in order. Before each item, the rings' entries
+    /// released before it was queued (epoch at most its stamp) go out; then frames are staged,
+    /// cursors opened, and an ended cursor's last owed entries staged.
+    fn apply(&mut self, items: &mut Vec<(Item, u64)>) {
+        // Rooms ending in this batch: their ring may already have dropped what they are owed
+        // (the marker carries it), so a read that finds it gone is not a lag for them.
+        let ending: Vec<RoomId> = items
+            .iter()
+            .filter_map(|(i, _)| match i {
+                Item::End(end) => Some(end.room),
+                _ => None,
+            })
+            .collect();
+        for (item, stamp) in items.drain(..) {
+            self.send_merged(stamp, &ending);
             match item {
                 Item::Frame(f) => self.staged.push_back(f),
                 Item::Open(open) => {
                     let cursor = Cursor {
                         room: open.room,
-                        until: open.ring.released(),
                         ring: open.ring.clone(),
                         next: open.after.next(),
                         reported: open.after.0,
@@ -277,17 +276,48 @@ impl Outbox {
         }
     }
 
-    /// Stages every ring's entries up to its snapshot.
-    fn read_rings(&mut self) {
-        let mut lagged = false;
-        for c in self.cursors.iter_mut() {
-            let to = c.until;
-            if c.read(to, &mut self.staged).is_err() {
-                lagged = true;
+    /// Stages every ring's entries released up to `epoch`, merged across rooms in release
+    /// order (one room, the common case: in one read).
+    fn send_rings(&mut self, epoch: u64) {
+        if self.cursors.rest.is_empty() {
+            if let Some(c) = &mut self.cursors.first {
+                if c.read(epoch, &mut self.staged).is_err() {
+                    self.lagged();
+                }
             }
+            return;
         }
-        if lagged {
-            self.lagged();
+        self.send_merged(epoch, &[]);
+    }
+
+    /// Stages the entries released up to `epoch` from every ring, oldest release first. A
+    /// room in `ending` whose entries are gone is skipped (its end marker carries them).
+    fn send_merged(&mut self, epoch: u64, ending: &[RoomId]) {
+        loop {
+            let mut best: Option<(usize, Seq, u64, Arc<Outgoing>)> = None;
+            let mut lagged = false;
+            for (i, c) in self.cursors.iter().enumerate() {
+                match c.ring.first(c.next) {
+                    Ok(Some((seq, e, f))) if e <= epoch => {
+                        if best.as_ref().is_none_or(|b| e < b.2) {
+                            best = Some((i, seq, e, f));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(Lagged) if ending.contains(&c.room) => {}
+                    Err(Lagged) => lagged = true,
+                }
+            }
+            if lagged {
+                self.lagged();
+                return;
+            }
+            let Some((i, seq, _, f)) = best else { return };
+            if let Some(c) = self.cursors.iter_mut().nth(i) {
+                c.next = seq.next();
+                c.note_read();
+            }
+            self.staged.push_back(f);
         }
     }
 
@@ -297,15 +327,16 @@ impl Outbox {
 
     /// One round without waiting (see the type's docs).
     fn round(&mut self) {
-        self.snapshot();
+        // The epoch before the pending bit: a frame missed here is stamped later than every
+        // entry sent up to it.
+        let mut epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
         if self.slot.pending() {
             let mut items = std::mem::take(&mut self.items);
-            if self.queue.take_all(&mut items) {
-                self.apply(&mut items);
-            }
+            epoch = self.queue.take_all(&mut items);
+            self.apply(&mut items);
             self.items = items;
         }
-        self.read_rings();
+        self.send_rings(epoch);
     }
 
     /// A frame, if any, without waiting. Transports use it to batch several frames into one
@@ -314,35 +345,26 @@ impl Outbox {
         if let Some(f) = self.staged.pop_front() {
             return Some(f);
         }
-        self.snapshot();
-        // The bit is read after the snapshot: a frame queued before an entry there was
-        // released has set it by then.
-        if self.slot.pending() {
-            let mut items = std::mem::take(&mut self.items);
-            if self.queue.take_all(&mut items) {
-                self.apply(&mut items);
-            }
-            self.items = items;
-        }
-        if self.staged.is_empty() && self.cursors.rest.is_empty() {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
+        if !self.slot.pending() && self.cursors.rest.is_empty() {
             // The common case, one room and nothing queued: its next entry straight back,
             // without going through `staged` (a buffer of its own, one more cache miss).
             if let Some(c) = &mut self.cursors.first {
-                match c.ring.first(c.next, c.until) {
-                    Ok(Some((seq, f))) => {
+                return match c.ring.first(c.next) {
+                    Ok(Some((seq, e, f))) if e <= epoch => {
                         c.next = seq.next();
                         c.note_read();
-                        return Some(f);
+                        Some(f)
                     }
-                    Ok(None) => return None,
+                    Ok(_) => None,
                     Err(Lagged) => {
                         self.lagged();
-                        return None;
+                        None
                     }
-                }
+                };
             }
         }
-        self.read_rings();
+        self.round();
         self.staged.pop_front()
     }
 
