@@ -594,12 +594,14 @@ impl RoomRing {
         Seq(self.released.load(Ordering::SeqCst))
     }
 
-    /// Appends an entry; at `cap` entries first drops the oldest `batch` (one slow-consumer
+    /// Appends an entry; at `cap + batch` entries first drops the oldest `batch` (one slow-consumer
     /// check per batch, not per entry). Returns the highest seq dropped.
     fn append(&self, seq: Seq, frame: Arc<Outgoing>, cap: usize, batch: usize) -> Option<Seq> {
         let mut w = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let mut dropped = None;
-        if w.len() >= cap {
+        // Up to `cap + batch`, so that a reader is cut off only when more than `cap` entries
+        // behind, as a full session queue was before the rings.
+        if w.len() >= cap.saturating_add(batch) {
             for _ in 0..batch.min(w.len()) {
                 dropped = w.pop_front().map(|(s, _, _)| s);
             }
@@ -629,34 +631,41 @@ impl RoomRing {
     }
 
     /// The entries after `after`, and the highest seq dropped so far.
-    fn owed_after(&self, after: Seq) -> (Vec<(Seq, Arc<Outgoing>)>, Seq) {
+    fn owed_after(&self, after: Seq) -> (Vec<(Seq, u64, Arc<Outgoing>)>, Seq) {
         let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let start = r.partition_point(|(s, _, _)| *s <= after);
-        let owed = r.range(start..).map(|(s, _, f)| (*s, f.clone())).collect();
+        let owed = r.range(start..).cloned().collect();
         (owed, Seq(self.evicted.load(Ordering::SeqCst)))
     }
 
-    /// Copies the entries from `from` released at or before epoch `upto` to `out`; returns
-    /// the seq to read from next time. `Err` if `from` was already dropped.
+    /// Copies the entries from `from` released at or before epoch `upto` to `out`, at most
+    /// `max` of them; returns the seq to read from next time, and whether that was all. `Err`
+    /// if `from` was already dropped.
     pub(crate) fn read(
         &self,
         from: Seq,
         upto: u64,
+        max: usize,
         out: &mut VecDeque<Arc<Outgoing>>,
-    ) -> Result<Seq, Lagged> {
+    ) -> Result<(Seq, bool), Lagged> {
         let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
         if from.0 <= self.evicted.load(Ordering::SeqCst) {
             return Err(Lagged);
         }
         let mut next = from;
+        let mut room = max;
         for (seq, epoch, frame) in r.range(start_of(&r, from)..) {
             if *epoch > upto {
                 break;
             }
+            if room == 0 {
+                return Ok((next, false));
+            }
+            room -= 1;
             out.push_back(frame.clone());
             next = seq.next();
         }
-        Ok(next)
+        Ok((next, true))
     }
 
     /// The first entry from `from`, with its epoch, if any; `Err` if `from` was dropped.
@@ -705,9 +714,22 @@ pub(crate) struct OpenCursor {
 pub(crate) struct EndCursor {
     pub(crate) room: RoomId,
     pub(crate) last: Seq,
-    pub(crate) owed: Vec<(Seq, Arc<Outgoing>)>,
+    /// With their release epochs: a writer whose ring dropped them reads them from here,
+    /// merged with its other rooms and frames as it would have read them from the ring.
+    pub(crate) owed: Vec<(Seq, u64, Arc<Outgoing>)>,
     /// The ring's highest dropped seq then: a writer still wanting it had lagged.
     pub(crate) evicted: Seq,
+}
+
+impl EndCursor {
+    /// The first owed entry at or after `from`, if any.
+    pub(crate) fn owed_from(&self, from: Seq) -> Option<(Seq, u64, Arc<Outgoing>)> {
+        let i = self.owed.partition_point(|(s, _, _)| *s < from);
+        self.owed
+            .get(i)
+            .filter(|(s, _, _)| *s <= self.last)
+            .cloned()
+    }
 }
 
 /// A room's live state on this node.
@@ -1051,7 +1073,13 @@ impl RoomInner {
 
     /// Queues the end of a live subscription's cursor (see [`EndCursor`]).
     fn end_cursor(&self, sub: &Sub) {
-        if matches!(sub.state, SubState::Live) {
+        // A session closing for any reason but shutdown reads no ring again (see `Outbox`),
+        // and a closed queue has no reader: neither needs its end, nor the entries it owed.
+        let ending = match sub.session.close.reason() {
+            None | Some(CloseReason::Shutdown) => !sub.queue.is_closed(),
+            Some(_) => false,
+        };
+        if ending && matches!(sub.state, SubState::Live) {
             let reported = sub.cell.as_ref().map_or(0, |c| c.load(Ordering::SeqCst));
             let (owed, evicted) = self.ring.owed_after(Seq(reported));
             let end = Item::End(Arc::new(EndCursor {
@@ -1060,8 +1088,11 @@ impl RoomInner {
                 owed,
                 evicted,
             }));
-            // A full queue closes the session: nothing more is read for it anyway.
-            sub.session.push_item(end);
+            // Never refused (the cursor would read on past the removal); over the queue's
+            // capacity, the session is closed as a slow consumer.
+            if sub.queue.push_end(end) == Err(PushError::Full) {
+                sub.session.close.close(CloseReason::SlowConsumer);
+            }
         }
     }
 

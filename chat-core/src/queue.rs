@@ -118,6 +118,10 @@ struct Inner {
     /// The slot's pending bit is set: something here wants the writer (items, a probe
     /// request, the close).
     flagged: bool,
+    /// Ring entries held by the queued end markers (their `owed`): counted against the
+    /// capacity with the items, so that what a session holds stays bounded however it
+    /// subscribes and leaves.
+    pinned: u32,
 }
 
 /// What [`crate::session::Outbox`] hands the pump's writer.
@@ -138,8 +142,11 @@ pub(crate) enum Taken {
     Probe,
     /// Items were moved into the caller's buffer; the epoch when they were taken.
     Items(u64),
-    /// Nothing: the writer is registered as parked (undo with [`Queue::unpark`]).
-    Parked,
+    /// Nothing: the writer is registered as parked (undo with [`Queue::unpark`]). With the
+    /// epoch read under the lock after the park state was set: the writer's last look at its
+    /// rings goes up to it, since an item queued later is stamped at least that, and an entry
+    /// released later finds the writer parking and wakes it.
+    Parked(u64),
 }
 
 impl Inner {
@@ -152,19 +159,26 @@ impl Inner {
         usize::from(self.len) + spilled
     }
 
-    /// Queues an item behind the others, if there is room.
-    fn push_back(&mut self, item: (Item, u64)) -> Result<(), PushError> {
+    /// What the queue holds against its capacity: items, and the entries pinned by end
+    /// markers.
+    fn load(&self) -> usize {
+        self.len() + self.pinned as usize
+    }
+
+    /// Queues an item behind the others, if there is room (`force`: in any case).
+    // `INLINE` is 1 today (a stamped item is 24 bytes, and the line has room for one); the
+    // ring arithmetic stays correct for any size.
+    #[allow(clippy::modulo_one)]
+    fn push_back(&mut self, item: (Item, u64), force: bool) -> Result<(), PushError> {
+        if !force && self.load() >= self.capacity as usize {
+            return Err(PushError::Full);
+        }
+        self.pinned = self.pinned.saturating_add(pinned_by(&item.0));
         if !self.spilling && usize::from(self.len) < INLINE {
-            if u32::from(self.len) >= self.capacity {
-                return Err(PushError::Full);
-            }
             let slot = (usize::from(self.head) + usize::from(self.len)) % INLINE;
             self.ring[slot] = Some(item);
             self.len += 1;
             return Ok(());
-        }
-        if self.len() >= self.capacity as usize {
-            return Err(PushError::Full);
         }
         self.spill.get_or_insert_default().push_back(item);
         self.spilling = true;
@@ -173,6 +187,15 @@ impl Inner {
 
     /// The oldest item.
     fn pop_front(&mut self) -> Option<(Item, u64)> {
+        let item = self.pop_front_inner();
+        if let Some((item, _)) = &item {
+            self.pinned = self.pinned.saturating_sub(pinned_by(item));
+        }
+        item
+    }
+
+    #[allow(clippy::modulo_one)]
+    fn pop_front_inner(&mut self) -> Option<(Item, u64)> {
         if self.len > 0 {
             let item = self.ring[usize::from(self.head)].take();
             self.head = ((usize::from(self.head) + 1) % INLINE) as u8;
@@ -200,6 +223,15 @@ impl Inner {
         self.len = 0;
         self.spill = None;
         self.spilling = false;
+        self.pinned = 0;
+    }
+}
+
+/// The ring entries an item holds on to (an end marker's `owed`).
+fn pinned_by(item: &Item) -> u32 {
+    match item {
+        Item::End(end) => u32::try_from(end.owed.len()).unwrap_or(u32::MAX),
+        _ => 0,
     }
 }
 
@@ -226,6 +258,7 @@ impl Queue {
                 probe: false,
                 closing: None,
                 flagged: false,
+                pinned: 0,
             }),
             waker: AtomicWaker::new(),
             park_slot: slot,
@@ -239,7 +272,18 @@ impl Queue {
     }
 
     pub(crate) fn push_item(&self, item: Item) -> Result<(), PushError> {
-        let wake = {
+        self.push_stamped(item, false)
+    }
+
+    /// Queues an end marker even past the capacity: a cursor must never miss its end (it
+    /// would read the room on). `Err(Full)` if the queue is now over its capacity (the
+    /// marker is queued all the same): the caller closes the session.
+    pub(crate) fn push_end(&self, item: Item) -> Result<(), PushError> {
+        self.push_stamped(item, true)
+    }
+
+    fn push_stamped(&self, item: Item, force: bool) -> Result<(), PushError> {
+        let (wake, pushed) = {
             let mut g = crate::hub::lock(&self.inner);
             if g.closed {
                 return Err(PushError::Closed);
@@ -252,15 +296,20 @@ impl Queue {
                 self.park_slot.set_pending(true);
             }
             let stamp = self.epoch.load(Ordering::SeqCst);
-            let pushed = g.push_back((item, stamp));
+            let mut pushed = g.push_back((item, stamp), force);
+            if force && pushed.is_ok() && g.load() > g.capacity as usize {
+                pushed = Err(PushError::Full);
+            }
             self.refresh(&mut g);
-            pushed?;
-            self.take_waiting(&mut g)
+            if pushed.is_err() && !force {
+                return pushed;
+            }
+            (self.take_waiting(&mut g), pushed)
         };
         if wake {
             self.waker.wake();
         }
-        Ok(())
+        pushed
     }
 
     /// Keeps the slot's pending bit equal to "the writer has something to take here", under
@@ -322,7 +371,7 @@ impl Queue {
         &self,
         cx: &mut Context<'_>,
         probes: bool,
-        out: &mut Vec<(Item, u64)>,
+        out: &mut VecDeque<(Item, u64)>,
     ) -> Taken {
         let mut g = crate::hub::lock(&self.inner);
         if let Some(reason) = g.closing {
@@ -342,7 +391,7 @@ impl Queue {
         self.waker.register(cx.waker());
         g.waiting = true;
         self.park_slot.park().store(PARKING, Ordering::SeqCst);
-        Taken::Parked
+        Taken::Parked(self.epoch.load(Ordering::SeqCst))
     }
 
     /// Undoes the parking of [`Queue::poll_take`]: the writer found more to do.
@@ -353,7 +402,7 @@ impl Queue {
 
     /// Moves every queued item into `out`, with its stamp; returns the epoch then (every
     /// item queued later is stamped at least that).
-    pub(crate) fn take_all(&self, out: &mut Vec<(Item, u64)>) -> u64 {
+    pub(crate) fn take_all(&self, out: &mut VecDeque<(Item, u64)>) -> u64 {
         let mut g = crate::hub::lock(&self.inner);
         Self::take_all_locked(&mut g, out);
         self.refresh(&mut g);
@@ -365,10 +414,10 @@ impl Queue {
         self.epoch.clone()
     }
 
-    fn take_all_locked(g: &mut Inner, out: &mut Vec<(Item, u64)>) -> bool {
+    fn take_all_locked(g: &mut Inner, out: &mut VecDeque<(Item, u64)>) -> bool {
         let before = out.len();
         while let Some(item) = g.pop_front() {
-            out.push(item);
+            out.push_back(item);
         }
         out.len() > before
     }
@@ -410,6 +459,11 @@ impl Queue {
 
     pub(crate) fn len(&self) -> usize {
         crate::hub::lock(&self.inner).len()
+    }
+
+    /// Whether the queue was closed (its writer is gone).
+    pub(crate) fn is_closed(&self) -> bool {
+        crate::hub::lock(&self.inner).closed
     }
 
     /// Refuses further pushes and drops what is queued. Wakes a waiting writer.
@@ -550,11 +604,11 @@ mod tests {
 
     /// What a writer reading only the queue gets next, parking while there is nothing:
     /// [`crate::Outbox`]'s use of [`Queue::poll_take`], without the rings.
-    async fn next(q: &Queue, probes: bool) -> (Taken, Vec<(Item, u64)>) {
+    async fn next(q: &Queue, probes: bool) -> (Taken, VecDeque<(Item, u64)>) {
         std::future::poll_fn(|cx| {
-            let mut out = Vec::new();
+            let mut out = VecDeque::new();
             match q.poll_take(cx, probes, &mut out) {
-                Taken::Parked => Poll::Pending,
+                Taken::Parked(_) => Poll::Pending,
                 t => Poll::Ready((t, out)),
             }
         })
@@ -576,7 +630,7 @@ mod tests {
         assert_eq!(q.push(f.clone()), Ok(()));
         assert_eq!(q.push(f.clone()), Err(PushError::Full));
         assert_eq!(q.len(), 2);
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         q.take_all(&mut out);
         assert_eq!(out.len(), 2);
         q.take_all(&mut out);
@@ -610,7 +664,7 @@ mod tests {
             q.push(f.clone()).unwrap();
         }
         assert_eq!(q.len(), 148);
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         q.take_all(&mut out);
         got.extend(out.iter().map(index));
         assert_eq!(got, (0..150).collect::<Vec<_>>());
@@ -714,7 +768,7 @@ mod tests {
                         prop_assert_eq!(got.map(|i| index(&made, &i)), want);
                     }
                     Op::TakeAll => {
-                        let mut out = Vec::new();
+                        let mut out = VecDeque::new();
                         q.take_all(&mut out);
                         let want: Vec<_> = model.drain(..).collect();
                         let got: Vec<_> = out.iter().map(|i| index(&made, i)).collect();
@@ -789,11 +843,11 @@ mod tests {
                 let mut parked = false;
                 std::future::poll_fn(|cx| {
                     loop {
-                        let mut out = Vec::new();
+                        let mut out = VecDeque::new();
                         match q2.poll_take(cx, false, &mut out) {
                             // As `Outbox` does after a last look at its (here: no) rings:
                             // settle, or look again if woken meanwhile.
-                            Taken::Parked if !parked => {
+                            Taken::Parked(_) if !parked => {
                                 if q2.settle() {
                                     parked = true;
                                     return Poll::Pending;
@@ -826,7 +880,7 @@ mod tests {
                 0 => assert!(matches!(out, Taken::Items(_)), "{out:?}"),
                 1 => assert!(matches!(out, Taken::Close(CloseReason::Revoked)), "{out:?}"),
                 // Woken with nothing queued: it would look at its rings, and park again.
-                _ => assert!(matches!(out, Taken::Parked), "{out:?}"),
+                _ => assert!(matches!(out, Taken::Parked(_)), "{out:?}"),
             }
         }
     }

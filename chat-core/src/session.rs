@@ -14,7 +14,7 @@
 use crate::auth::{Credentials, Identity};
 use crate::engine::{Author, Engine};
 use crate::error::{Error, Result};
-use crate::hub::{CloseReason, FinishOutcome, Lagged, RoomRing, SessionShared};
+use crate::hub::{CloseReason, EndCursor, FinishOutcome, Lagged, RoomRing, SessionShared};
 use crate::ids::{RoomId, Seq, SessionId};
 use crate::model::{Appended, HistoryQuery};
 use crate::protocol::{
@@ -27,6 +27,7 @@ use crate::store::MAX_HISTORY_PAGE;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,10 +44,19 @@ pub enum Outbound {
 /// The outbound side of a session: its bounded queue (replies and events), the rooms it
 /// reads from their rings, and the close signal.
 ///
-/// Each round of the writer (when what it took last is written) snapshots the released seq
-/// of every ring it reads, takes everything queued, then the rings' entries up to the
-/// snapshot: so a frame queued before an entry was released — the `sent` acknowledgement of
-/// your own message, a `subscribed` reply — always goes out before the entry. See the hub's
+/// A **round** of the writer takes everything queued, with the node's release epoch at the
+/// take (`E`), and applies the items in order: before each item, the rings' entries released
+/// before the item was queued (epoch at most its stamp) go out, merged across rooms in release
+/// order; after the last item, those released up to `E`. So every frame goes out in the order
+/// it happened: the `sent` acknowledgement of your own message before your copy of it, a
+/// `subscribed` reply before the room's live entries, an `unsubscribed` after the last entry
+/// owed. With nothing queued (the slot's pending bit clear), a round only reads the rings.
+///
+/// **A round stages at most about [`ROUND_MAX`] frames.** What it did not get to stays where
+/// it was — entries in their rings, items in `items` — and the queue is not taken again until
+/// `items` is applied, so what a session holds is bounded by its queue's capacity, the items
+/// of one take and a round, however many rooms it reads. A writer that falls behind a ring
+/// has lagged, and the session is closed as [`CloseReason::SlowConsumer`]. See the hub's
 /// module docs.
 pub struct Outbox {
     /// Held directly (not through `shared`): the writer's hot path touches only the queue.
@@ -56,13 +66,34 @@ pub struct Outbox {
     shared: Arc<SessionShared>,
     /// The rooms this writer reads.
     cursors: Cursors,
-    /// Frames taken from the queue and the rings, in the order they go out. At most a round's
-    /// worth: the queue's capacity plus a ring's capacity per room.
+    /// Frames taken from the queue and the rings, in the order they go out: about
+    /// [`ROUND_MAX`] at most (an end marker's owed entries, at most a ring, go in whole).
     staged: VecDeque<Arc<Outgoing>>,
-    /// Reused buffer for the items taken from the queue, with their stamps.
-    items: Vec<(Item, u64)>,
+    /// Items taken from the queue, with their stamps, not yet applied: a round stopped at
+    /// [`ROUND_MAX`] before it got to them.
+    items: VecDeque<(Item, u64)>,
+    /// The epoch of the last take, until the round that applies its items has also sent the
+    /// rings' entries up to it.
+    taken_at: Option<u64>,
     /// The node's release epoch (see the hub's module docs).
     epoch: Arc<AtomicU64>,
+    /// Tests: runs between the queue's park and the last look at the rings, where other
+    /// threads may push and publish.
+    #[cfg(test)]
+    park_hook: Option<Box<dyn FnMut() + Send>>,
+}
+
+/// About how many frames a round stages before it stops (see [`Outbox`]). The pump writes at
+/// most its batch (64 by default) at a time anyway; a larger round only holds more.
+const ROUND_MAX: usize = 256;
+
+/// Whether a round went to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Everything it was asked to stage is staged.
+    Done,
+    /// It stopped at [`ROUND_MAX`] (or the session lagged and is closing).
+    Stopped,
 }
 
 /// The rooms a writer reads: the first inline (most sessions read one or a few rooms, and
@@ -107,12 +138,23 @@ impl Cursors {
     }
 }
 
+/// The first end marker for `room` among `items`.
+fn end_of(items: &VecDeque<(Item, u64)>, room: RoomId) -> Option<&EndCursor> {
+    items.iter().find_map(|(i, _)| match i {
+        Item::End(end) if end.room == room => Some(&**end),
+        _ => None,
+    })
+}
+
 /// One room read from its ring.
 struct Cursor {
     room: RoomId,
     ring: Arc<RoomRing>,
     /// The next seq to take.
     next: Seq,
+    /// Every entry not yet taken was released after this epoch (a lower bound, kept by the
+    /// merge across rooms so that it can skip a ring without locking it).
+    unread_after: u64,
     /// Where the hub reads how far this writer has read; `reported` is what was last stored.
     cell: Arc<AtomicU64>,
     reported: u64,
@@ -122,11 +164,18 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Takes the ring's entries up to `to`; `Err` if the writer fell behind the ring.
-    fn read(&mut self, upto: u64, out: &mut VecDeque<Arc<Outgoing>>) -> Result<(), Lagged> {
-        self.next = self.ring.read(self.next, upto, out)?;
+    /// Takes the ring's entries released up to epoch `upto`, at most `max` of them; whether
+    /// it took all there were. `Err` if the writer fell behind the ring.
+    fn read(
+        &mut self,
+        upto: u64,
+        max: usize,
+        out: &mut VecDeque<Arc<Outgoing>>,
+    ) -> Result<bool, Lagged> {
+        let (next, all) = self.ring.read(self.next, upto, max, out)?;
+        self.next = next;
         self.note_read();
-        Ok(())
+        Ok(all)
     }
 
     /// Reports the position every eviction batch at least (the hub allows for that much
@@ -163,7 +212,10 @@ impl Outbox {
             shared,
             cursors: Cursors::default(),
             staged: VecDeque::new(),
-            items: Vec::new(),
+            items: VecDeque::new(),
+            taken_at: None,
+            #[cfg(test)]
+            park_hook: None,
         }
     }
 
@@ -189,35 +241,49 @@ impl Outbox {
                 if let Some(f) = self.staged.pop_front() {
                     return Poll::Ready(Pumped::Out(Outbound::Frame(f)));
                 }
+                // The rest of a round, or (nothing queued) the rings alone: no lock. With
+                // something queued, the queue's own look below comes first, so that a probe
+                // request is not kept waiting behind a busy room.
+                if self.unfinished() || !self.slot.pending() {
+                    self.round();
+                    if !self.staged.is_empty() || self.unfinished() {
+                        continue;
+                    }
+                }
             }
-            let mut items = std::mem::take(&mut self.items);
-            let taken = self.queue.poll_take(cx, probes, &mut items);
-            match taken {
-                Taken::Close(reason) => {
-                    self.items = items;
-                    return Poll::Ready(Pumped::Out(Outbound::Close(reason)));
-                }
-                Taken::Probe => {
-                    self.items = items;
-                    return Poll::Ready(Pumped::Probe);
-                }
+            // Items go behind those not yet applied (there are none unless closing).
+            match self.queue.poll_take(cx, probes, &mut self.items) {
+                Taken::Close(reason) => return Poll::Ready(Pumped::Out(Outbound::Close(reason))),
+                Taken::Probe => return Poll::Ready(Pumped::Probe),
                 Taken::Items(epoch) => {
-                    self.apply(&mut items);
-                    self.items = items;
-                    self.send_rings(epoch);
+                    self.taken_at = Some(epoch);
+                    self.advance();
                 }
-                Taken::Parked => {
-                    self.items = items;
-                    // Parked first, then a last look at the rings: a publisher releasing an
-                    // entry after this look sees the writer parked and wakes it.
-                    let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
-                    self.send_rings(epoch);
-                    if !self.staged.is_empty() || self.queue.is_closing() {
+                Taken::Parked(epoch) => {
+                    // Parked first, then a last look at the rings up to the epoch read under
+                    // the queue's lock: a frame queued later is stamped at least that, and a
+                    // publisher releasing an entry later sees the writer parking and wakes
+                    // it. (An epoch read now could take an entry released after a frame
+                    // queued since: a kick's end marker, a `sent` acknowledgement.)
+                    #[cfg(test)]
+                    if let Some(hook) = &mut self.park_hook {
+                        hook();
+                    }
+                    self.taken_at = Some(epoch);
+                    self.advance();
+                    if !self.staged.is_empty() || self.unfinished() || self.queue.is_closing() {
                         self.queue.unpark();
                         continue;
                     }
                     for c in self.cursors.iter_mut() {
                         c.report();
+                    }
+                    // After a burst, give the buffers back: idle sessions should stay small.
+                    if self.staged.capacity() > 64 {
+                        self.staged = VecDeque::new();
+                    }
+                    if self.items.capacity() > 64 {
+                        self.items = VecDeque::new();
                     }
                     if !self.queue.settle() {
                         // Woken during the look: look again.
@@ -229,139 +295,223 @@ impl Outbox {
         }
     }
 
-    /// Applies what was taken from the queue, in order. Before each item, the rings' entries
-    /// released before it was queued (epoch at most its stamp) go out; then frames are staged,
-    /// cursors opened, and an ended cursor's last owed entries staged.
-    fn apply(&mut self, items: &mut Vec<(Item, u64)>) {
-        // Rooms ending in this batch: their ring may already have dropped what they are owed
-        // (the marker carries it), so a read that finds it gone is not a lag for them.
-        let ending: Vec<RoomId> = items
-            .iter()
-            .filter_map(|(i, _)| match i {
-                Item::End(end) => Some(end.room),
-                _ => None,
-            })
-            .collect();
-        for (item, stamp) in items.drain(..) {
-            self.send_merged(stamp, &ending);
-            match item {
-                Item::Frame(f) => self.staged.push_back(f),
-                Item::Open(open) => {
-                    let cursor = Cursor {
-                        room: open.room,
-                        ring: open.ring.clone(),
-                        next: open.after.next(),
-                        reported: open.after.0,
-                        cell: open.cell.clone(),
-                        report_every: open.report_every,
-                    };
-                    // A re-subscribe restarts the room after its new replay.
-                    self.cursors.insert(cursor);
+    /// Whether a round stopped before its end (items, or rings up to `taken_at`, left).
+    fn unfinished(&self) -> bool {
+        !self.items.is_empty() || self.taken_at.is_some()
+    }
+
+    /// One round without waiting (see the type's docs), or the rest of an unfinished one.
+    fn round(&mut self) {
+        if !self.unfinished() {
+            // The epoch before the pending bit: a frame missed here is stamped later than
+            // every entry sent up to it.
+            let epoch = self.epoch.load(SeqCst);
+            if self.slot.pending() {
+                self.taken_at = Some(self.queue.take_all(&mut self.items));
+            } else {
+                self.taken_at = Some(epoch);
+            }
+        }
+        self.advance();
+    }
+
+    /// Goes on with the round: the items taken, in order, each after the rings' entries
+    /// released before it was queued; then the rings up to the take's epoch.
+    fn advance(&mut self) -> Step {
+        loop {
+            if self.staged.len() >= ROUND_MAX {
+                return Step::Stopped;
+            }
+            if let Some(&(_, stamp)) = self.items.front() {
+                if self.send_rings(stamp) == Step::Stopped {
+                    return Step::Stopped;
                 }
-                Item::End(end) => {
-                    if let Some(c) = self.cursors.remove(end.room) {
-                        if c.next <= end.last {
-                            if c.next <= end.evicted {
-                                self.lagged();
-                            } else {
-                                let owed = end.owed.iter().filter(|(s, _)| *s >= c.next);
-                                for (_, f) in owed.take_while(|(s, _)| *s <= end.last) {
-                                    self.staged.push_back(f.clone());
-                                }
-                            }
-                        }
+                if let Some((item, _)) = self.items.pop_front() {
+                    self.apply(item);
+                }
+                continue;
+            }
+            let Some(epoch) = self.taken_at else {
+                return Step::Done;
+            };
+            if self.send_rings(epoch) == Step::Stopped {
+                return Step::Stopped;
+            }
+            // A lag check may have taken more items meanwhile ([`Outbox::fell_behind`]).
+            if self.items.is_empty() {
+                self.taken_at = None;
+                return Step::Done;
+            }
+        }
+    }
+
+    /// Applies one item taken from the queue: a frame is staged, a cursor opened, or one
+    /// ended.
+    fn apply(&mut self, item: Item) {
+        match item {
+            Item::Frame(f) => self.staged.push_back(f),
+            Item::Open(open) => {
+                let cursor = Cursor {
+                    room: open.room,
+                    ring: open.ring.clone(),
+                    next: open.after.next(),
+                    unread_after: 0,
+                    reported: open.after.0,
+                    cell: open.cell.clone(),
+                    report_every: open.report_every,
+                };
+                // A re-subscribe restarts the room after its new replay.
+                self.cursors.insert(cursor);
+            }
+            Item::End(end) => {
+                // `send_rings` up to the marker's stamp has staged what it owes (from the
+                // ring, or from `owed`), unless the writer had lagged.
+                if let Some(c) = self.cursors.remove(end.room) {
+                    if c.next <= end.last && c.next <= end.evicted {
+                        self.lagged();
                     }
                 }
             }
         }
     }
 
-    /// Stages every ring's entries released up to `epoch`, merged across rooms in release
-    /// order (one room, the common case: in one read).
-    fn send_rings(&mut self, epoch: u64) {
+    /// Stages the entries released up to `epoch` from every room read, oldest release first
+    /// (one room, the common case: in one read of its ring); stops at [`ROUND_MAX`].
+    fn send_rings(&mut self, epoch: u64) -> Step {
         if self.cursors.rest.is_empty() {
-            if let Some(c) = &mut self.cursors.first {
-                if c.read(epoch, &mut self.staged).is_err() {
-                    self.lagged();
-                }
+            let Some(c) = &mut self.cursors.first else {
+                return Step::Done;
+            };
+            match c.read(
+                epoch,
+                ROUND_MAX.saturating_sub(self.staged.len()),
+                &mut self.staged,
+            ) {
+                Ok(true) => return Step::Done,
+                Ok(false) => return Step::Stopped,
+                // An end marker may carry what the ring dropped: the general path sorts it out.
+                Err(Lagged) => {}
             }
-            return;
         }
-        self.send_merged(epoch, &[]);
-    }
-
-    /// Stages the entries released up to `epoch` from every ring, oldest release first. A
-    /// room in `ending` whose entries are gone is skipped (its end marker carries them).
-    fn send_merged(&mut self, epoch: u64, ending: &[RoomId]) {
+        // Read before the looks: an entry a look does not find is released after it.
+        let looked = self.epoch.load(SeqCst);
         loop {
+            if self.staged.len() >= ROUND_MAX {
+                return Step::Stopped;
+            }
             let mut best: Option<(usize, Seq, u64, Arc<Outgoing>)> = None;
-            let mut lagged = false;
-            for (i, c) in self.cursors.iter().enumerate() {
-                match c.ring.first(c.next) {
-                    Ok(Some((seq, e, f))) if e <= epoch => {
-                        if best.as_ref().is_none_or(|b| e < b.2) {
+            let mut lagged = None;
+            let items = &self.items;
+            for (i, c) in self.cursors.iter_mut().enumerate() {
+                if c.unread_after >= epoch {
+                    // Nothing it has not read was released by `epoch`: no need to look (a
+                    // session in many rooms merges before every queued item).
+                    continue;
+                }
+                let next = match c.ring.first(c.next) {
+                    Ok(next) => next,
+                    Err(Lagged) => match end_of(items, c.room) {
+                        // Out of the room: the ring no longer keeps its entries for this
+                        // session, and the end marker carries them.
+                        Some(end) if c.next > end.evicted => end.owed_from(c.next),
+                        // Lagged before it was removed: applying the marker closes it.
+                        Some(_) => None,
+                        None => {
+                            lagged = Some(c.room);
+                            break;
+                        }
+                    },
+                };
+                match next {
+                    Some((seq, e, f)) => {
+                        c.unread_after = c.unread_after.max(e.saturating_sub(1));
+                        if e <= epoch && best.as_ref().is_none_or(|b| e < b.2) {
                             best = Some((i, seq, e, f));
                         }
                     }
-                    Ok(_) => {}
-                    Err(Lagged) if ending.contains(&c.room) => {}
-                    Err(Lagged) => lagged = true,
+                    None => c.unread_after = c.unread_after.max(looked),
                 }
             }
-            if lagged {
-                self.lagged();
-                return;
+            if let Some(room) = lagged {
+                if self.fell_behind(room) {
+                    continue;
+                }
+                return Step::Stopped;
             }
-            let Some((i, seq, _, f)) = best else { return };
+            let Some((i, seq, e, f)) = best else {
+                return Step::Done;
+            };
             if let Some(c) = self.cursors.iter_mut().nth(i) {
                 c.next = seq.next();
+                c.unread_after = e;
                 c.note_read();
             }
             self.staged.push_back(f);
         }
     }
 
-    fn lagged(&mut self) {
-        self.shared.close.close(CloseReason::SlowConsumer);
+    /// The room's end marker, if it has been taken and not yet applied.
+    fn end_of(&self, room: RoomId) -> Option<&EndCursor> {
+        end_of(&self.items, room)
     }
 
-    /// One round without waiting (see the type's docs).
-    fn round(&mut self) {
-        // The epoch before the pending bit: a frame missed here is stamped later than every
-        // entry sent up to it.
-        let mut epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
-        if self.slot.pending() {
-            let mut items = std::mem::take(&mut self.items);
-            epoch = self.queue.take_all(&mut items);
-            self.apply(&mut items);
-            self.items = items;
+    /// A cursor found its next entry dropped from the ring, and no end marker for its room
+    /// has been taken. A lag — unless the marker is queued but not yet taken (once a session
+    /// is out of a room, the ring no longer keeps entries for it): so take the queue (its
+    /// items go behind those not yet applied, as they happened) and look again. Whether the
+    /// marker was there; if not, the session is closed as a slow consumer.
+    fn fell_behind(&mut self, room: RoomId) -> bool {
+        let before = self.items.len();
+        let epoch = self.queue.take_all(&mut self.items);
+        if self.items.len() > before {
+            self.taken_at = Some(epoch);
         }
-        self.send_rings(epoch);
+        if self.end_of(room).is_some() {
+            return true;
+        }
+        self.lagged();
+        false
+    }
+
+    /// Whether the session is closing for a reason other than shutdown: then nothing more is
+    /// handed out (a slow consumer is cut off, not served its backlog; a kicked session's
+    /// end marker may not have been queued). At shutdown the backlog is still written.
+    fn cut_off(&self) -> bool {
+        self.queue.is_closing()
+            && !matches!(
+                self.shared.close.reason(),
+                None | Some(CloseReason::Shutdown)
+            )
+    }
+
+    fn lagged(&mut self) {
+        self.shared.close.close(CloseReason::SlowConsumer);
     }
 
     /// A frame, if any, without waiting. Transports use it to batch several frames into one
     /// write and one flush.
     pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
+        if self.cut_off() {
+            return None;
+        }
         if let Some(f) = self.staged.pop_front() {
             return Some(f);
         }
-        let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
-        if !self.slot.pending() && self.cursors.rest.is_empty() {
+        let epoch = self.epoch.load(SeqCst);
+        if !self.slot.pending() && self.cursors.rest.is_empty() && !self.unfinished() {
             // The common case, one room and nothing queued: its next entry straight back,
             // without going through `staged` (a buffer of its own, one more cache miss).
             if let Some(c) = &mut self.cursors.first {
-                return match c.ring.first(c.next) {
+                match c.ring.first(c.next) {
                     Ok(Some((seq, e, f))) if e <= epoch => {
                         c.next = seq.next();
                         c.note_read();
-                        Some(f)
+                        return Some(f);
                     }
-                    Ok(_) => None,
-                    Err(Lagged) => {
-                        self.lagged();
-                        None
-                    }
-                };
+                    Ok(_) => return None,
+                    // Is its end marker queued? The round finds out.
+                    Err(Lagged) => {}
+                }
             }
         }
         self.round();
@@ -371,6 +521,9 @@ impl Outbox {
     /// Moves up to `max` frames into `out`; returns how many. The cheap way for a writer to
     /// build a batch.
     pub fn drain_into(&mut self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
+        if self.cut_off() {
+            return 0;
+        }
         let before = out.len();
         while out.len() - before < max {
             if self.staged.is_empty() {
@@ -398,7 +551,10 @@ impl Outbox {
                     .saturating_sub(c.next.0.saturating_sub(1))
             })
             .sum();
-        self.queue.len() + self.staged.len() + usize::try_from(unread).unwrap_or(usize::MAX)
+        self.queue.len()
+            + self.items.len()
+            + self.staged.len()
+            + usize::try_from(unread).unwrap_or(usize::MAX)
     }
 
     /// Whether no frame is waiting.
@@ -958,5 +1114,270 @@ impl Session {
         self.engine
             .room_event(room, frame, Some(self.identity.user))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The outbox's rounds against the hub's rings directly (no store): what a round holds,
+    //! and the order it hands frames out in. The engine-level behaviour is in `tests/`.
+    use super::*;
+    use crate::config::Limits;
+    use crate::hub::Hub;
+    use crate::ids::UserId;
+    use std::collections::HashMap;
+
+    /// Frames told apart by pointer, with a label each (and kept alive, so that no other
+    /// frame is allocated at a labelled address).
+    #[derive(Default)]
+    struct Labels(HashMap<usize, (Arc<Outgoing>, String)>);
+
+    impl Labels {
+        fn frame(&mut self, label: impl Into<String>) -> Arc<Outgoing> {
+            let f = Outgoing::event(ServerFrame::Pong);
+            self.0
+                .insert(Arc::as_ptr(&f) as usize, (f.clone(), label.into()));
+            f
+        }
+
+        /// The label, or `?` for a frame the hub made (presence).
+        fn of(&self, f: &Arc<Outgoing>) -> String {
+            self.0
+                .get(&(Arc::as_ptr(f) as usize))
+                .map_or_else(|| "?".into(), |(_, l)| l.clone())
+        }
+    }
+
+    fn hub() -> Hub {
+        Hub::new(Arc::new(Limits::default()))
+    }
+
+    /// A session live in `rooms` from seq 0, and its outbox.
+    fn reader(
+        hub: &Hub,
+        user: u64,
+        rooms: &[RoomId],
+        labels: &mut Labels,
+    ) -> (Arc<SessionShared>, Outbox) {
+        let s = hub.register_session(UserId(user), format!("u{user}"), None);
+        for &room in rooms {
+            assert!(hub.begin_subscribe(&s, room));
+            let reply = labels.frame(format!("subscribed {}", room.0));
+            let outcome = hub.finish_subscribe(&s, room, Seq(0), || reply);
+            assert!(matches!(outcome, FinishOutcome::Live { .. }), "{outcome:?}");
+        }
+        let outbox = Outbox::new(s.queue.clone(), s.clone());
+        (s, outbox)
+    }
+
+    /// Everything `try_recv` hands out now, checking after each frame that the outbox holds
+    /// at most a round.
+    fn drain(outbox: &mut Outbox, labels: &Labels) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Some(f) = outbox.try_recv() {
+            assert!(
+                outbox.staged.len() <= ROUND_MAX,
+                "staged {} frames",
+                outbox.staged.len()
+            );
+            got.push(labels.of(&f));
+        }
+        got
+    }
+
+    /// Polls the writer until it parks (has read everything); returns what it handed out.
+    fn park(outbox: &mut Outbox, labels: &Labels) -> Vec<String> {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut got = Vec::new();
+        while let Poll::Ready(p) = outbox.poll_next(&mut cx, false) {
+            let Pumped::Out(Outbound::Frame(f)) = p else {
+                panic!("not a frame: {p:?}");
+            };
+            got.push(labels.of(&f));
+        }
+        got
+    }
+
+    /// Four busy rooms and a frame of the session's own in the middle: a round stages at
+    /// most `ROUND_MAX` frames (the rest waits in the rings and in `items`), and what comes
+    /// out is still everything in the order it happened.
+    #[test]
+    fn a_round_is_bounded_and_keeps_the_order_across_rooms() {
+        let hub = hub();
+        let mut labels = Labels::default();
+        let rooms: Vec<RoomId> = (1..=4).map(RoomId).collect();
+        let (session, mut outbox) = reader(&hub, 1, &rooms, &mut labels);
+        let mut expected: Vec<String> = rooms
+            .iter()
+            .map(|r| format!("subscribed {}", r.0))
+            .collect();
+        for i in 1..=150u64 {
+            for &room in &rooms {
+                let label = format!("{}:{i}", room.0);
+                let f = labels.frame(label.clone());
+                assert!(hub.deliver(room, Seq(i), f).is_none());
+                expected.push(label);
+            }
+            if i == 75 {
+                assert!(session.push(labels.frame("own")));
+                expected.push("own".into());
+            }
+        }
+        assert_eq!(drain(&mut outbox, &labels), expected);
+        assert!(!session.close.is_closed());
+    }
+
+    /// One room with almost a full ring: read in rounds of at most `ROUND_MAX`.
+    #[test]
+    fn one_room_is_read_in_bounded_rounds() {
+        let hub = hub();
+        let mut labels = Labels::default();
+        let room = RoomId(7);
+        let (session, mut outbox) = reader(&hub, 1, &[room], &mut labels);
+        let mut expected = vec!["subscribed 7".to_string()];
+        for i in 1..=1000u64 {
+            let f = labels.frame(i.to_string());
+            assert!(hub.deliver(room, Seq(i), f).is_none());
+            expected.push(i.to_string());
+        }
+        assert_eq!(drain(&mut outbox, &labels), expected);
+        assert!(!session.close.is_closed());
+    }
+
+    /// A removal and then a publish, both between the writer's park and its last look at the
+    /// ring: the look goes only up to the epoch of the park, so the entry released after the
+    /// removal is never handed out (the end marker, queued before it, is taken first).
+    #[test]
+    fn the_last_look_before_parking_stops_at_the_parks_epoch() {
+        let hub = Arc::new(hub());
+        let mut labels = Labels::default();
+        let room = RoomId(5);
+        let (session, mut outbox) = reader(&hub, 1, &[room], &mut labels);
+        // Someone else stays, so that the room (and its ring) lives on.
+        let (_other, _other_box) = reader(&hub, 2, &[room], &mut labels);
+        assert_eq!(park(&mut outbox, &labels), ["subscribed 5", "?"]);
+        let late = labels.frame("after the removal");
+        let (h, s) = (hub.clone(), session.clone());
+        let mut once = Some(late);
+        outbox.park_hook = Some(Box::new(move || {
+            if let Some(late) = once.take() {
+                assert!(h.unsubscribe(&s, room));
+                assert!(h.deliver(room, Seq(1), late).is_none());
+            }
+        }));
+        // Woken (for nothing) so that it parks again, through the hook.
+        session.queue.request_probe();
+        assert_eq!(park(&mut outbox, &labels), Vec::<String>::new());
+        assert!(outbox.cursors.first.is_none(), "the room's cursor ended");
+        assert!(!session.close.is_closed());
+    }
+
+    /// A kick that finds the session's queue full: its end marker is queued anyway (the
+    /// session is closed as a slow consumer), and the writer hands out nothing more — not
+    /// its backlog, and not an entry released after the kick.
+    #[test]
+    fn a_removal_from_a_full_queue_still_ends_the_cursor_and_cuts_the_writer_off() {
+        let hub = Hub::new(Arc::new(Limits {
+            session_queue: 4,
+            ..Limits::default()
+        }));
+        let mut labels = Labels::default();
+        let room = RoomId(9);
+        let (session, mut outbox) = reader(&hub, 1, &[room], &mut labels);
+        let (_other, _other_box) = reader(&hub, 2, &[room], &mut labels);
+        // Its reply, its cursor, user 2's presence: one more fills the queue.
+        assert!(session.push(labels.frame("backlog")));
+        assert!(!session.push(labels.frame("refused")), "full");
+        assert!(hub.unsubscribe(&session, room));
+        assert!(
+            hub.deliver(room, Seq(1), labels.frame("after the kick"))
+                .is_none()
+        );
+        assert_eq!(session.close.reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(outbox.try_recv().map(|f| labels.of(&f)), None);
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain_into(&mut out, 100), 0);
+    }
+
+    /// A writer that never reads, and a client that keeps leaving and rejoining a busy room:
+    /// each end marker holds the entries it owes, and they count against the queue's
+    /// capacity, so the session is closed as a slow consumer instead of holding ring after
+    /// ring.
+    #[test]
+    fn entries_held_by_end_markers_count_against_the_queue() {
+        let hub = Hub::new(Arc::new(Limits {
+            session_queue: 16,
+            ..Limits::default()
+        }));
+        let mut labels = Labels::default();
+        let room = RoomId(4);
+        let (session, _outbox) = reader(&hub, 1, &[room], &mut labels);
+        let (_other, _other_box) = reader(&hub, 2, &[room], &mut labels);
+        let mut seq = 0;
+        let mut rounds = 0;
+        while !session.close.is_closed() && rounds < 10 {
+            rounds += 1;
+            for _ in 0..10 {
+                seq += 1;
+                assert!(hub.deliver(room, Seq(seq), labels.frame("m")).is_none());
+            }
+            assert!(hub.unsubscribe(&session, room));
+            assert!(hub.begin_subscribe(&session, room));
+            let reply = labels.frame("again");
+            let _ = hub.finish_subscribe(&session, room, Seq(seq), || reply);
+        }
+        assert_eq!(session.close.reason(), Some(CloseReason::SlowConsumer));
+        assert!(rounds <= 2, "closed after {rounds} rounds");
+        assert!(session.queue.len() <= 16);
+    }
+
+    /// A session removed from a room while its round was unfinished, whose ring then dropped
+    /// the entries it was still owed (every other reader had read them): it is not a slow
+    /// consumer. It gets them from its end marker, in the order they happened — before a frame
+    /// queued after them — and nothing released after its removal.
+    #[test]
+    fn owed_entries_trimmed_from_the_ring_come_from_the_end_marker_in_order() {
+        let hub = hub();
+        let mut labels = Labels::default();
+        let room = RoomId(3);
+        let (session, mut outbox) = reader(&hub, 1, &[room], &mut labels);
+        let (_other, mut other_box) = reader(&hub, 2, &[room], &mut labels);
+        // Its reply, then user 2's presence (a frame the hub made: "?").
+        let mut expected = vec!["subscribed 3".to_string(), "?".to_string()];
+        for i in 1..=300u64 {
+            let f = labels.frame(i.to_string());
+            assert!(hub.deliver(room, Seq(i), f).is_none());
+            expected.push(i.to_string());
+        }
+        assert!(session.push(labels.frame("own")));
+        expected.push("own".into());
+
+        // One frame out: the round took the queue and stopped at `ROUND_MAX` staged.
+        assert_eq!(
+            outbox.try_recv().map(|f| labels.of(&f)).as_deref(),
+            Some("subscribed 3")
+        );
+        assert!(outbox.unfinished());
+
+        assert!(hub.unsubscribe(&session, room));
+        // The other reader reads everything and parks; the next entry then trims the ring.
+        let other: Vec<String> = park(&mut other_box, &labels);
+        assert_eq!(
+            other.len(),
+            302,
+            "its reply, 300 entries, user 1's presence"
+        );
+        assert_eq!(other.last().map(String::as_str), Some("?"));
+        assert!(hub.deliver(room, Seq(301), labels.frame("301")).is_none());
+        let cursor = outbox
+            .cursors
+            .first
+            .as_ref()
+            .expect("still reading the room");
+        assert_eq!(cursor.ring.first(Seq(299)).err(), Some(Lagged), "trimmed");
+
+        assert_eq!(drain(&mut outbox, &labels)[..], expected[1..]);
+        assert!(!session.close.is_closed(), "not a slow consumer");
+        assert!(outbox.cursors.first.is_none(), "the room's cursor ended");
     }
 }
