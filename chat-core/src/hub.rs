@@ -119,6 +119,13 @@ impl CloseSignal {
         self.reason.get().copied()
     }
 
+    /// Tests: the first half of [`CloseSignal::close`] only, as seen by other threads
+    /// while the closing thread is preempted between the two.
+    #[cfg(test)]
+    pub(crate) fn set_reason_only(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.reason.get().is_some()
     }
@@ -646,7 +653,7 @@ impl RoomRing {
         from: Seq,
         upto: u64,
         max: usize,
-        out: &mut VecDeque<Arc<Outgoing>>,
+        out: &mut impl Extend<Arc<Outgoing>>,
     ) -> Result<(Seq, bool), Lagged> {
         let r = self.entries.read().unwrap_or_else(|p| p.into_inner());
         if from.0 <= self.evicted.load(Ordering::SeqCst) {
@@ -662,7 +669,7 @@ impl RoomRing {
                 return Ok((next, false));
             }
             room -= 1;
-            out.push_back(frame.clone());
+            out.extend(Some(frame.clone()));
             next = seq.next();
         }
         Ok((next, true))
@@ -713,6 +720,10 @@ pub(crate) struct OpenCursor {
 #[derive(Debug)]
 pub(crate) struct EndCursor {
     pub(crate) room: RoomId,
+    /// Where `owed` starts: the position the writer had reported for the cursor the hub
+    /// knew then. A writer still behind it (an earlier cursor of a re-subscribe, whose
+    /// entries the ring then dropped) had lagged.
+    pub(crate) from: Seq,
     pub(crate) last: Seq,
     /// With their release epochs: a writer whose ring dropped them reads them from here,
     /// merged with its other rooms and frames as it would have read them from the ring.
@@ -1055,14 +1066,18 @@ impl RoomInner {
     /// provably still needed one (their reported position is a whole eviction batch behind,
     /// more than a report can lag), and wakes those that might (they find out themselves).
     fn cut_lagging(&mut self, dropped: Seq) {
+        // A report lags the writer by less than a batch, plus what one read took before it
+        // was reported (at most a round, at most the ring).
         let batch = self.ring_batch as u64;
+        let round = crate::session::ROUND_MAX.min(self.ring_cap + self.ring_batch) as u64;
+        let slack = batch + round;
         for sub in self.subs.iter() {
             let Some(cell) = &sub.cell else { continue };
             let at = cell.load(Ordering::SeqCst);
             if at >= dropped.0 {
                 continue;
             }
-            if at.saturating_add(batch) <= dropped.0 {
+            if at.saturating_add(slack) <= dropped.0 {
                 sub.session.close.close(CloseReason::SlowConsumer);
                 self.overflowed.push(sub.session.id);
             } else {
@@ -1075,15 +1090,20 @@ impl RoomInner {
     fn end_cursor(&self, sub: &Sub) {
         // A session closing for any reason but shutdown reads no ring again (see `Outbox`),
         // and a closed queue has no reader: neither needs its end, nor the entries it owed.
-        let ending = match sub.session.close.reason() {
-            None | Some(CloseReason::Shutdown) => !sub.queue.is_closed(),
-            Some(_) => false,
+        // Keyed on the closing flag, which the writer checks (after each read too): the
+        // reason is set before it, so a writer that could still read the room would find
+        // the flag set by the time it could read past this removal.
+        let ending = if sub.queue.is_closing() {
+            matches!(sub.session.close.reason(), Some(CloseReason::Shutdown))
+        } else {
+            !sub.queue.is_closed()
         };
         if ending && matches!(sub.state, SubState::Live) {
             let reported = sub.cell.as_ref().map_or(0, |c| c.load(Ordering::SeqCst));
             let (owed, evicted) = self.ring.owed_after(Seq(reported));
             let end = Item::End(Arc::new(EndCursor {
                 room: self.room,
+                from: Seq(reported).next(),
                 last: self.ring.released(),
                 owed,
                 evicted,

@@ -118,9 +118,9 @@ struct Inner {
     /// The slot's pending bit is set: something here wants the writer (items, a probe
     /// request, the close).
     flagged: bool,
-    /// Ring entries held by the queued end markers (their `owed`): counted against the
-    /// capacity with the items, so that what a session holds stays bounded however it
-    /// subscribes and leaves.
+    /// Ring entries held by the queued end markers (their `owed`): bounded too (twice the
+    /// capacity, see [`Queue::push_end`]), so that what a session holds stays bounded however
+    /// it subscribes and leaves.
     pinned: u32,
 }
 
@@ -159,18 +159,12 @@ impl Inner {
         usize::from(self.len) + spilled
     }
 
-    /// What the queue holds against its capacity: items, and the entries pinned by end
-    /// markers.
-    fn load(&self) -> usize {
-        self.len() + self.pinned as usize
-    }
-
     /// Queues an item behind the others, if there is room (`force`: in any case).
     // `INLINE` is 1 today (a stamped item is 24 bytes, and the line has room for one); the
     // ring arithmetic stays correct for any size.
     #[allow(clippy::modulo_one)]
     fn push_back(&mut self, item: (Item, u64), force: bool) -> Result<(), PushError> {
-        if !force && self.load() >= self.capacity as usize {
+        if !force && self.len() >= self.capacity as usize {
             return Err(PushError::Full);
         }
         self.pinned = self.pinned.saturating_add(pinned_by(&item.0));
@@ -276,8 +270,9 @@ impl Queue {
     }
 
     /// Queues an end marker even past the capacity: a cursor must never miss its end (it
-    /// would read the room on). `Err(Full)` if the queue is now over its capacity (the
-    /// marker is queued all the same): the caller closes the session.
+    /// would read the room on). `Err(Full)` if the queue is now over its capacity, or its end
+    /// markers hold more than twice that many ring entries (the marker is queued all the
+    /// same): the caller closes the session.
     pub(crate) fn push_end(&self, item: Item) -> Result<(), PushError> {
         self.push_stamped(item, true)
     }
@@ -297,7 +292,13 @@ impl Queue {
             }
             let stamp = self.epoch.load(Ordering::SeqCst);
             let mut pushed = g.push_back((item, stamp), force);
-            if force && pushed.is_ok() && g.load() > g.capacity as usize {
+            // Pinned entries have a budget of their own (twice the capacity): the marker's
+            // `owed` starts at a position the writer reported, which trails it by up to a
+            // batch and a round, so a reader well within the ring may owe most of it.
+            if force
+                && pushed.is_ok()
+                && (g.len() > g.capacity as usize || g.pinned as usize > 2 * g.capacity as usize)
+            {
                 pushed = Err(PushError::Full);
             }
             self.refresh(&mut g);

@@ -41,24 +41,10 @@ pub enum Outbound {
     Close(CloseReason),
 }
 
-/// The outbound side of a session: its bounded queue (replies and events), the rooms it
-/// reads from their rings, and the close signal.
-///
-/// A **round** of the writer takes everything queued, with the node's release epoch at the
-/// take (`E`), and applies the items in order: before each item, the rings' entries released
-/// before the item was queued (epoch at most its stamp) go out, merged across rooms in release
-/// order; after the last item, those released up to `E`. So every frame goes out in the order
-/// it happened: the `sent` acknowledgement of your own message before your copy of it, a
-/// `subscribed` reply before the room's live entries, an `unsubscribed` after the last entry
-/// owed. With nothing queued (the slot's pending bit clear), a round only reads the rings.
-///
-/// **A round stages at most about [`ROUND_MAX`] frames.** What it did not get to stays where
-/// it was — entries in their rings, items in `items` — and the queue is not taken again until
-/// `items` is applied, so what a session holds is bounded by its queue's capacity, the items
-/// of one take and a round, however many rooms it reads. A writer that falls behind a ring
-/// has lagged, and the session is closed as [`CloseReason::SlowConsumer`]. See the hub's
-/// module docs.
-pub struct Outbox {
+/// An [`Outbox`]'s state, boxed: the connection's task holds (and may hold more than
+/// once, across its own futures' states) only a pointer, and each idle connection costs this
+/// once.
+struct OutboxState {
     /// Held directly (not through `shared`): the writer's hot path touches only the queue.
     queue: Arc<Queue>,
     /// The queue's slot, checked before taking the queue's lock.
@@ -85,7 +71,7 @@ pub struct Outbox {
 
 /// About how many frames a round stages before it stops (see [`Outbox`]). The pump writes at
 /// most its batch (64 by default) at a time anyway; a larger round only holds more.
-const ROUND_MAX: usize = 256;
+pub(crate) const ROUND_MAX: usize = 256;
 
 /// Whether a round went to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +156,7 @@ impl Cursor {
         &mut self,
         upto: u64,
         max: usize,
-        out: &mut VecDeque<Arc<Outgoing>>,
+        out: &mut impl Extend<Arc<Outgoing>>,
     ) -> Result<bool, Lagged> {
         let (next, all) = self.ring.read(self.next, upto, max, out)?;
         self.next = next;
@@ -196,16 +182,16 @@ impl Cursor {
     }
 }
 
-impl Drop for Outbox {
+impl Drop for OutboxState {
     fn drop(&mut self) {
         // Nobody will write these frames: refuse new ones so the hub drops the subscriber.
         self.queue.close();
     }
 }
 
-impl Outbox {
-    fn new(queue: Arc<Queue>, shared: Arc<SessionShared>) -> Outbox {
-        Outbox {
+impl OutboxState {
+    fn new(queue: Arc<Queue>, shared: Arc<SessionShared>) -> OutboxState {
+        OutboxState {
             slot: queue.slot(),
             epoch: queue.epoch(),
             queue,
@@ -219,9 +205,7 @@ impl Outbox {
         }
     }
 
-    /// The next frame to write, or the order to close. Close takes priority: a slow consumer
-    /// is cut off without first writing its backlog.
-    pub async fn recv(&mut self) -> Outbound {
+    async fn recv(&mut self) -> Outbound {
         loop {
             if let Pumped::Out(out) = std::future::poll_fn(|cx| self.poll_next(cx, false)).await {
                 return out;
@@ -229,26 +213,23 @@ impl Outbox {
         }
     }
 
-    /// [`Outbox::recv`], or a keepalive probe the pump's reader asked for
-    /// ([`Session::request_probe`]).
-    pub(crate) async fn recv_or_probe(&mut self) -> Pumped {
+    async fn recv_or_probe(&mut self) -> Pumped {
         std::future::poll_fn(|cx| self.poll_next(cx, true)).await
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>, probes: bool) -> Poll<Pumped> {
         loop {
-            if !self.queue.is_closing() {
-                if let Some(f) = self.staged.pop_front() {
+            // What is staged, the rest of a round, or (nothing queued) the rings alone: no
+            // lock. With something queued, the queue's own look below comes first, so that a
+            // probe request is not kept waiting behind a busy room.
+            if !self.queue.is_closing()
+                && (!self.staged.is_empty() || self.unfinished() || !self.slot.pending())
+            {
+                if let Some(f) = self.try_recv() {
                     return Poll::Ready(Pumped::Out(Outbound::Frame(f)));
                 }
-                // The rest of a round, or (nothing queued) the rings alone: no lock. With
-                // something queued, the queue's own look below comes first, so that a probe
-                // request is not kept waiting behind a busy room.
-                if self.unfinished() || !self.slot.pending() {
-                    self.round();
-                    if !self.staged.is_empty() || self.unfinished() {
-                        continue;
-                    }
+                if self.unfinished() {
+                    continue;
                 }
             }
             // Items go behind those not yet applied (there are none unless closing).
@@ -278,11 +259,12 @@ impl Outbox {
                     for c in self.cursors.iter_mut() {
                         c.report();
                     }
-                    // After a burst, give the buffers back: idle sessions should stay small.
-                    if self.staged.capacity() > 64 {
+                    // Give the buffers back: idle sessions should stay small, and a busy room's
+                    // entries go out without them (`try_recv`, `drain_into`).
+                    if self.staged.capacity() > 0 {
                         self.staged = VecDeque::new();
                     }
-                    if self.items.capacity() > 64 {
+                    if self.items.capacity() > 0 {
                         self.items = VecDeque::new();
                     }
                     if !self.queue.settle() {
@@ -400,6 +382,8 @@ impl Outbox {
                 return Step::Stopped;
             }
             let mut best: Option<(usize, Seq, u64, Arc<Outgoing>)> = None;
+            // A cursor behind its ring: `Some(None)` a lag for certain, `Some(Some(room))`
+            // unless the room's end marker is queued.
             let mut lagged = None;
             let items = &self.items;
             for (i, c) in self.cursors.iter_mut().enumerate() {
@@ -413,11 +397,17 @@ impl Outbox {
                     Err(Lagged) => match end_of(items, c.room) {
                         // Out of the room: the ring no longer keeps its entries for this
                         // session, and the end marker carries them.
-                        Some(end) if c.next > end.evicted => end.owed_from(c.next),
-                        // Lagged before it was removed: applying the marker closes it.
-                        Some(_) => None,
+                        Some(end) if c.next > end.evicted && c.next >= end.from => {
+                            end.owed_from(c.next)
+                        }
+                        // Lagged before it was removed, or an earlier cursor of a re-subscribe
+                        // whose entries are gone (the marker owes from the later one's place).
+                        Some(_) => {
+                            lagged = Some(None);
+                            break;
+                        }
                         None => {
-                            lagged = Some(c.room);
+                            lagged = Some(Some(c.room));
                             break;
                         }
                     },
@@ -432,11 +422,14 @@ impl Outbox {
                     None => c.unread_after = c.unread_after.max(looked),
                 }
             }
-            if let Some(room) = lagged {
-                if self.fell_behind(room) {
-                    continue;
+            match lagged {
+                Some(Some(room)) if self.fell_behind(room) => continue,
+                Some(Some(_)) => return Step::Stopped,
+                Some(None) => {
+                    self.lagged();
+                    return Step::Stopped;
                 }
-                return Step::Stopped;
+                None => {}
             }
             let Some((i, seq, e, f)) = best else {
                 return Step::Done;
@@ -488,9 +481,14 @@ impl Outbox {
         self.shared.close.close(CloseReason::SlowConsumer);
     }
 
-    /// A frame, if any, without waiting. Transports use it to batch several frames into one
-    /// write and one flush.
-    pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
+    fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
+        let f = self.try_recv_unchecked()?;
+        // Checked after the read too: a removal that skipped this session's end marker (it
+        // was closing) has set the flag before anything it did not end could be read.
+        (!self.cut_off()).then_some(f)
+    }
+
+    fn try_recv_unchecked(&mut self) -> Option<Arc<Outgoing>> {
         if self.cut_off() {
             return None;
         }
@@ -518,14 +516,26 @@ impl Outbox {
         self.staged.pop_front()
     }
 
-    /// Moves up to `max` frames into `out`; returns how many. The cheap way for a writer to
-    /// build a batch.
-    pub fn drain_into(&mut self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
+    fn drain_into(&mut self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
         if self.cut_off() {
             return 0;
         }
         let before = out.len();
         while out.len() - before < max {
+            if self.staged.is_empty() && !self.unfinished() && self.cursors.rest.is_empty() {
+                // One room and nothing queued (the epoch read before the bit, as in `round`):
+                // straight from its ring into `out`.
+                let epoch = self.epoch.load(SeqCst);
+                if !self.slot.pending() {
+                    let Some(c) = &mut self.cursors.first else {
+                        break;
+                    };
+                    // On `Lagged`: is its end marker queued? The round finds out.
+                    if c.read(epoch, max - (out.len() - before), out).is_ok() {
+                        break;
+                    }
+                }
+            }
             if self.staged.is_empty() {
                 self.round();
                 if self.staged.is_empty() {
@@ -535,12 +545,14 @@ impl Outbox {
             let n = (max - (out.len() - before)).min(self.staged.len());
             out.extend(self.staged.drain(..n));
         }
+        if self.cut_off() {
+            // As in `try_recv`: checked after the reads too.
+            out.truncate(before);
+        }
         out.len() - before
     }
 
-    /// Frames waiting: in the queue, taken from it, and released in the rooms read but not
-    /// yet taken.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         let unread: u64 = self
             .cursors
             .iter()
@@ -556,6 +568,61 @@ impl Outbox {
             + self.staged.len()
             + usize::try_from(unread).unwrap_or(usize::MAX)
     }
+}
+
+/// The outbound side of a session: its bounded queue (replies and events), the rooms it
+/// reads from their rings, and the close signal.
+///
+/// A **round** of the writer takes everything queued, with the node's release epoch at the
+/// take (`E`), and applies the items in order: before each item, the rings' entries released
+/// before the item was queued (epoch at most its stamp) go out, merged across rooms in release
+/// order; after the last item, those released up to `E`. So every frame goes out in the order
+/// it happened: the `sent` acknowledgement of your own message before your copy of it, a
+/// `subscribed` reply before the room's live entries, an `unsubscribed` after the last entry
+/// owed. With nothing queued (the slot's pending bit clear), a round only reads the rings.
+///
+/// **A round stages at most about [`ROUND_MAX`] frames.** What it did not get to stays where
+/// it was — entries in their rings, items in `items` — and the queue is not taken again until
+/// `items` is applied, so what a session holds is bounded by its queue's capacity, the items
+/// of one take and a round, however many rooms it reads. A writer that falls behind a ring
+/// has lagged, and the session is closed as [`CloseReason::SlowConsumer`]. See the hub's
+/// module docs.
+pub struct Outbox(Box<OutboxState>);
+
+impl Outbox {
+    fn new(queue: Arc<Queue>, shared: Arc<SessionShared>) -> Outbox {
+        Outbox(Box::new(OutboxState::new(queue, shared)))
+    }
+
+    /// The next frame to write, or the order to close. Close takes priority: a slow consumer
+    /// is cut off without first writing its backlog.
+    pub async fn recv(&mut self) -> Outbound {
+        self.0.recv().await
+    }
+
+    /// [`Outbox::recv`], or a keepalive probe the pump's reader asked for
+    /// ([`Session::request_probe`]).
+    pub(crate) async fn recv_or_probe(&mut self) -> Pumped {
+        self.0.recv_or_probe().await
+    }
+
+    /// A frame, if any, without waiting. Transports use it to batch several frames into one
+    /// write and one flush.
+    pub fn try_recv(&mut self) -> Option<Arc<Outgoing>> {
+        self.0.try_recv()
+    }
+
+    /// Moves up to `max` frames into `out`; returns how many. The cheap way for a writer to
+    /// build a batch.
+    pub fn drain_into(&mut self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
+        self.0.drain_into(out, max)
+    }
+
+    /// Frames waiting: in the queue, taken from it, and released in the rooms read but not
+    /// yet taken.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
 
     /// Whether no frame is waiting.
     pub fn is_empty(&self) -> bool {
@@ -564,7 +631,7 @@ impl Outbox {
 
     /// This session's id.
     pub fn session_id(&self) -> SessionId {
-        self.shared.id
+        self.0.shared.id
     }
 }
 
@@ -1176,9 +1243,9 @@ mod tests {
         let mut got = Vec::new();
         while let Some(f) = outbox.try_recv() {
             assert!(
-                outbox.staged.len() <= ROUND_MAX,
+                outbox.0.staged.len() <= ROUND_MAX,
                 "staged {} frames",
-                outbox.staged.len()
+                outbox.0.staged.len()
             );
             got.push(labels.of(&f));
         }
@@ -1189,7 +1256,7 @@ mod tests {
     fn park(outbox: &mut Outbox, labels: &Labels) -> Vec<String> {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let mut got = Vec::new();
-        while let Poll::Ready(p) = outbox.poll_next(&mut cx, false) {
+        while let Poll::Ready(p) = outbox.0.poll_next(&mut cx, false) {
             let Pumped::Out(Outbound::Frame(f)) = p else {
                 panic!("not a frame: {p:?}");
             };
@@ -1259,7 +1326,7 @@ mod tests {
         let late = labels.frame("after the removal");
         let (h, s) = (hub.clone(), session.clone());
         let mut once = Some(late);
-        outbox.park_hook = Some(Box::new(move || {
+        outbox.0.park_hook = Some(Box::new(move || {
             if let Some(late) = once.take() {
                 assert!(h.unsubscribe(&s, room));
                 assert!(h.deliver(room, Seq(1), late).is_none());
@@ -1268,7 +1335,7 @@ mod tests {
         // Woken (for nothing) so that it parks again, through the hook.
         session.queue.request_probe();
         assert_eq!(park(&mut outbox, &labels), Vec::<String>::new());
-        assert!(outbox.cursors.first.is_none(), "the room's cursor ended");
+        assert!(outbox.0.cursors.first.is_none(), "the room's cursor ended");
         assert!(!session.close.is_closed());
     }
 
@@ -1300,9 +1367,9 @@ mod tests {
     }
 
     /// A writer that never reads, and a client that keeps leaving and rejoining a busy room:
-    /// each end marker holds the entries it owes, and they count against the queue's
-    /// capacity, so the session is closed as a slow consumer instead of holding ring after
-    /// ring.
+    /// each end marker holds the entries it owes, and they count against a budget (twice the
+    /// queue's capacity), so the session is closed as a slow consumer instead of holding
+    /// ring after ring.
     #[test]
     fn entries_held_by_end_markers_count_against_the_queue() {
         let hub = Hub::new(Arc::new(Limits {
@@ -1327,8 +1394,61 @@ mod tests {
             let _ = hub.finish_subscribe(&session, room, Seq(seq), || reply);
         }
         assert_eq!(session.close.reason(), Some(CloseReason::SlowConsumer));
-        assert!(rounds <= 2, "closed after {rounds} rounds");
+        // 10 entries held per marker against a budget of 2 × 16.
+        assert!(rounds <= 4, "closed after {rounds} rounds");
         assert!(session.queue.len() <= 16);
+    }
+
+    /// A close whose reason is set but whose flag is not yet (another thread, preempted in
+    /// between) when the session is removed: the end marker is queued all the same, so the
+    /// entry released after the removal is never handed out.
+    #[test]
+    fn a_removal_during_a_close_still_ends_the_cursor() {
+        let hub = hub();
+        let mut labels = Labels::default();
+        let room = RoomId(6);
+        let (session, mut outbox) = reader(&hub, 1, &[room], &mut labels);
+        let (_other, _other_box) = reader(&hub, 2, &[room], &mut labels);
+        session.close.set_reason_only(CloseReason::Revoked);
+        assert!(hub.unsubscribe(&session, room));
+        assert!(
+            hub.deliver(room, Seq(1), labels.frame("after the removal"))
+                .is_none()
+        );
+        assert_eq!(drain(&mut outbox, &labels), ["subscribed 6", "?"]);
+        assert!(outbox.0.cursors.first.is_none(), "the room's cursor ended");
+    }
+
+    /// A re-subscribe, then a removal, while the writer had not read the first
+    /// subscription's entries, and the ring then dropped them: that is a lag (closed as a
+    /// slow consumer), not a silent gap before the second `subscribed`.
+    #[test]
+    fn an_earlier_cursors_dropped_entries_are_a_lag_not_a_gap() {
+        let hub = hub();
+        let mut labels = Labels::default();
+        let room = RoomId(8);
+        let (session, mut outbox) = reader(&hub, 1, &[room], &mut labels);
+        let (_other, mut other_box) = reader(&hub, 2, &[room], &mut labels);
+        for i in 1..=10u64 {
+            assert!(
+                hub.deliver(room, Seq(i), labels.frame(i.to_string()))
+                    .is_none()
+            );
+        }
+        assert!(hub.begin_subscribe(&session, room));
+        let again = labels.frame("again");
+        let outcome = hub.finish_subscribe(&session, room, Seq(10), || again);
+        assert!(matches!(outcome, FinishOutcome::Live { .. }), "{outcome:?}");
+        assert!(hub.unsubscribe(&session, room));
+        park(&mut other_box, &labels);
+        assert!(hub.deliver(room, Seq(11), labels.frame("11")).is_none());
+        let got = drain(&mut outbox, &labels);
+        assert_eq!(
+            session.close.reason(),
+            Some(CloseReason::SlowConsumer),
+            "{got:?}"
+        );
+        assert!(!got.contains(&"again".to_string()), "{got:?}");
     }
 
     /// A session removed from a room while its round was unfinished, whose ring then dropped
@@ -1357,7 +1477,7 @@ mod tests {
             outbox.try_recv().map(|f| labels.of(&f)).as_deref(),
             Some("subscribed 3")
         );
-        assert!(outbox.unfinished());
+        assert!(outbox.0.unfinished());
 
         assert!(hub.unsubscribe(&session, room));
         // The other reader reads everything and parks; the next entry then trims the ring.
@@ -1370,6 +1490,7 @@ mod tests {
         assert_eq!(other.last().map(String::as_str), Some("?"));
         assert!(hub.deliver(room, Seq(301), labels.frame("301")).is_none());
         let cursor = outbox
+            .0
             .cursors
             .first
             .as_ref()
@@ -1378,6 +1499,6 @@ mod tests {
 
         assert_eq!(drain(&mut outbox, &labels)[..], expected[1..]);
         assert!(!session.close.is_closed(), "not a slow consumer");
-        assert!(outbox.cursors.first.is_none(), "the room's cursor ended");
+        assert!(outbox.0.cursors.first.is_none(), "the room's cursor ended");
     }
 }
