@@ -9,10 +9,12 @@ pub struct Limits {
     /// Largest message body, in bytes of UTF-8. Default 16 KiB: enough for long prose,
     /// small enough that one room's replay fits comfortably in memory.
     pub max_body_bytes: usize,
-    /// Capacity of each session's outbound queue, in frames. Default 1024. A session whose
-    /// queue is full when a frame must be delivered is closed as `slow_consumer` (it can come
-    /// back and resume); memory per session is therefore bounded and a stalled client never
-    /// slows the publisher or anyone else.
+    /// How far (in entries) a session may fall behind a room it reads, and the capacity of
+    /// its queue of replies and events. Default 1024. Each room keeps this many recent
+    /// entries, plus a quarter, for its readers; a session further behind, or whose queue is
+    /// full when a frame must be queued, is closed as `slow_consumer` (it can come back and
+    /// resume). Memory per room and per session is therefore bounded, and a stalled client
+    /// never slows the publisher or anyone else.
     pub session_queue: usize,
     /// Most entries replayed by one `subscribe` with `since_seq`. Default 500. Beyond this,
     /// the reply names the `gap` explicitly and the client pages it in with `history`.

@@ -33,13 +33,13 @@
 //! carries everything else — replies, presence, typing — and the markers that order the two:
 //! an [`OpenCursor`] queued right after a `subscribed` reply, an [`EndCursor`] with every
 //! removal (before its `unsubscribed`, before an `unsubscribe`'s `ok`), naming the last entry
-//! still owed. The writer's rounds snapshot the rings, take the whole queue, then the rings'
-//! entries up to the snapshot, so a frame queued before an entry was released (its `sent`
-//! acknowledgement) goes out before it.
+//! still owed. A node-wide release epoch numbers the entries and stamps the queued frames, so
+//! the writer sends both in the order they happened (see [`crate::Outbox`], and
+//! "Delivery" in ARCHITECTURE.md).
 //!
 //! # Bounded everything
-//! A ring holds at most [`Limits::session_queue`] entries; a cursor that falls behind its
-//! oldest entry has lagged, and its session is closed as [`CloseReason::SlowConsumer`] — by the
+//! A ring holds at most [`Limits::session_queue`] entries and a quarter; a cursor that falls
+//! behind its oldest entry has lagged, and its session is closed as [`CloseReason::SlowConsumer`] — by the
 //! writer when it notices, or by the publisher when it evicts (from the position each writer
 //! reports in its cursor's cell, stored when it parks and every quarter ring, so a stalled
 //! writer is cut off too). A full session queue closes the session the same way. The

@@ -53,7 +53,7 @@ struct OutboxState {
     /// The rooms this writer reads.
     cursors: Cursors,
     /// Frames taken from the queue and the rings, in the order they go out: about
-    /// [`ROUND_MAX`] at most (an end marker's owed entries, at most a ring, go in whole).
+    /// [`ROUND_MAX`] at most, plus the frame applied after the last check.
     staged: VecDeque<Arc<Outgoing>>,
     /// Items taken from the queue, with their stamps, not yet applied: a round stopped at
     /// [`ROUND_MAX`] before it got to them.
@@ -221,7 +221,7 @@ impl OutboxState {
         loop {
             // What is staged, the rest of a round, or (nothing queued) the rings alone: no
             // lock. With something queued, the queue's own look below comes first, so that a
-            // probe request is not kept waiting behind a busy room.
+            // probe request waits at most for the rest of a round, not behind a busy room.
             if !self.queue.is_closing()
                 && (!self.staged.is_empty() || self.unfinished() || !self.slot.pending())
             {
@@ -470,7 +470,12 @@ impl OutboxState {
     /// handed out (a slow consumer is cut off, not served its backlog; a kicked session's
     /// end marker may not have been queued). At shutdown the backlog is still written.
     fn cut_off(&self) -> bool {
-        self.queue.is_closing()
+        // The pending bit first: it is in the dense slots (in cache), and a closing queue
+        // keeps it set (set before the closing flag; a take leaves it set while closing),
+        // so a clear bit says "not closing" without touching the queue's own line, which
+        // would be a cache miss per delivery at ten thousand sessions.
+        self.slot.pending()
+            && self.queue.is_closing()
             && !matches!(
                 self.shared.close.reason(),
                 None | Some(CloseReason::Shutdown)
@@ -583,8 +588,9 @@ impl OutboxState {
 ///
 /// **A round stages at most about [`ROUND_MAX`] frames.** What it did not get to stays where
 /// it was — entries in their rings, items in `items` — and the queue is not taken again until
-/// `items` is applied, so what a session holds is bounded by its queue's capacity, the items
-/// of one take and a round, however many rooms it reads. A writer that falls behind a ring
+/// `items` is applied (except to look for a room's end marker when a ring dropped what the
+/// room was owed), so what a session holds is bounded by its queue's capacity, the items
+/// taken and a round, however many rooms it reads. A writer that falls behind a ring
 /// has lagged, and the session is closed as [`CloseReason::SlowConsumer`]. See the hub's
 /// module docs.
 pub struct Outbox(Box<OutboxState>);
