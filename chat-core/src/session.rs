@@ -41,18 +41,39 @@ pub enum Outbound {
     Close(CloseReason),
 }
 
-/// An [`Outbox`]'s state. Not boxed: a box saved about 0.4 KiB per idle TCP connection (the
-/// state is held in more than one place of a connection's futures), but each receive then
-/// reads a separate allocation, and the fan-out bench went from 1.7× to 3.7× the broadcast
-/// floor at 10 000 subscribers (docs/BENCHMARKS.md).
+/// An [`Outbox`]'s state: what every receive reads inline (the slot, the epoch, the first
+/// room's cursor), the rest in [`More`], which exists only while needed. Not boxed as a
+/// whole: that saved about 0.4 KiB per idle TCP connection (the state is held in more than
+/// one place of a connection's futures), but each receive then read a separate allocation,
+/// and the fan-out bench went from 1.7× to 3.7× the broadcast floor at 10 000 subscribers
+/// (docs/BENCHMARKS.md). `repr(C)`: the fields a receive reads come first, in one line.
+#[repr(C)]
 struct OutboxState {
-    /// Held directly (not through `shared`): the writer's hot path touches only the queue.
-    queue: Arc<Queue>,
     /// The queue's slot, checked before taking the queue's lock.
     slot: SlotRef,
+    /// The node's release epoch (see the hub's module docs).
+    epoch: Arc<AtomicU64>,
+    /// `None` is the common case: one room (or none), nothing staged, no round unfinished;
+    /// then a receive reads the first room's ring directly.
+    more: Option<Box<More>>,
+    /// The first room this writer reads (most sessions read one or a few).
+    first: Option<Cursor>,
+    /// Held directly (not through `shared`).
+    queue: Arc<Queue>,
     shared: Arc<SessionShared>,
-    /// The rooms this writer reads.
-    cursors: Cursors,
+    /// Tests: runs between the queue's park and the last look at the rings, where other
+    /// threads may push and publish.
+    #[cfg(test)]
+    park_hook: Option<Box<dyn FnMut() + Send>>,
+}
+
+/// What a writer holds beyond one room read straight from its ring: allocated when first
+/// needed, and given back as soon as it is empty again (so an idle session, and a busy one
+/// in one room, hold none).
+#[derive(Default)]
+struct More {
+    /// The rooms after the first.
+    rest: Vec<Cursor>,
     /// Frames taken from the queue and the rings, in the order they go out: about
     /// [`ROUND_MAX`] at most, plus the frame applied after the last check.
     staged: VecDeque<Arc<Outgoing>>,
@@ -62,12 +83,15 @@ struct OutboxState {
     /// The epoch of the last take, until the round that applies its items has also sent the
     /// rings' entries up to it.
     taken_at: Option<u64>,
-    /// The node's release epoch (see the hub's module docs).
-    epoch: Arc<AtomicU64>,
-    /// Tests: runs between the queue's park and the last look at the rings, where other
-    /// threads may push and publish.
-    #[cfg(test)]
-    park_hook: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl More {
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+            && self.staged.is_empty()
+            && self.items.is_empty()
+            && self.taken_at.is_none()
+    }
 }
 
 /// About how many frames a round stages before it stops (see [`Outbox`]). The pump writes at
@@ -83,48 +107,6 @@ enum Step {
     Stopped,
 }
 
-/// The rooms a writer reads: the first inline (most sessions read one or a few rooms, and
-/// the writer looks at its cursors on every round: one heap buffer fewer to miss), the rest
-/// in a vector.
-#[derive(Default)]
-struct Cursors {
-    first: Option<Cursor>,
-    rest: Vec<Cursor>,
-}
-
-impl Cursors {
-    fn iter(&self) -> impl Iterator<Item = &Cursor> {
-        self.first.iter().chain(self.rest.iter())
-    }
-
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Cursor> {
-        self.first.iter_mut().chain(self.rest.iter_mut())
-    }
-
-    /// Adds a cursor, replacing the room's current one (a re-subscribe restarts it).
-    fn insert(&mut self, cursor: Cursor) {
-        if let Some(c) = self.iter_mut().find(|c| c.room == cursor.room) {
-            *c = cursor;
-        } else if self.first.is_none() {
-            self.first = Some(cursor);
-        } else {
-            self.rest.push(cursor);
-        }
-    }
-
-    fn remove(&mut self, room: RoomId) -> Option<Cursor> {
-        if self.first.as_ref().is_some_and(|c| c.room == room) {
-            let c = self.first.take();
-            if !self.rest.is_empty() {
-                self.first = Some(self.rest.swap_remove(0));
-            }
-            return c;
-        }
-        let i = self.rest.iter().position(|c| c.room == room)?;
-        Some(self.rest.swap_remove(i))
-    }
-}
-
 /// The first end marker for `room` among `items`.
 fn end_of(items: &VecDeque<(Item, u64)>, room: RoomId) -> Option<&EndCursor> {
     items.iter().find_map(|(i, _)| match i {
@@ -133,21 +115,22 @@ fn end_of(items: &VecDeque<(Item, u64)>, room: RoomId) -> Option<&EndCursor> {
     })
 }
 
-/// One room read from its ring.
+/// One room read from its ring. `repr(C)`: what a receive reads first.
+#[repr(C)]
 struct Cursor {
-    room: RoomId,
     ring: Arc<RoomRing>,
     /// The next seq to take.
     next: Seq,
-    /// Every entry not yet taken was released after this epoch (a lower bound, kept by the
-    /// merge across rooms so that it can skip a ring without locking it).
-    unread_after: u64,
     /// Where the hub reads how far this writer has read; `reported` is what was last stored.
-    cell: Arc<AtomicU64>,
     reported: u64,
     /// Report at least every this many entries: the hub's slow-consumer check allows a
     /// report to be up to one eviction batch behind ([`OpenCursor::report_every`]).
     report_every: u64,
+    cell: Arc<AtomicU64>,
+    /// Every entry not yet taken was released after this epoch (a lower bound, kept by the
+    /// merge across rooms so that it can skip a ring without locking it).
+    unread_after: u64,
+    room: RoomId,
 }
 
 impl Cursor {
@@ -195,12 +178,10 @@ impl OutboxState {
         OutboxState {
             slot: queue.slot(),
             epoch: queue.epoch(),
+            more: None,
+            first: None,
             queue,
             shared,
-            cursors: Cursors::default(),
-            staged: VecDeque::new(),
-            items: VecDeque::new(),
-            taken_at: None,
             #[cfg(test)]
             park_hook: None,
         }
@@ -224,7 +205,7 @@ impl OutboxState {
             // lock. With something queued, the queue's own look below comes first, so that a
             // probe request waits at most for the rest of a round, not behind a busy room.
             if !self.queue.is_closing()
-                && (!self.staged.is_empty() || self.unfinished() || !self.slot.pending())
+                && (self.staged_len() > 0 || self.unfinished() || !self.slot.pending())
             {
                 if let Some(f) = self.try_recv() {
                     return Poll::Ready(Pumped::Out(Outbound::Frame(f)));
@@ -233,12 +214,16 @@ impl OutboxState {
                     continue;
                 }
             }
-            // Items go behind those not yet applied (there are none unless closing).
-            match self.queue.poll_take(cx, probes, &mut self.items) {
+            // Items go behind those not yet applied (there are none unless closing). Taken
+            // into a buffer of its own, which allocates only if there are items.
+            let mut taken = VecDeque::new();
+            match self.queue.poll_take(cx, probes, &mut taken) {
                 Taken::Close(reason) => return Poll::Ready(Pumped::Out(Outbound::Close(reason))),
                 Taken::Probe => return Poll::Ready(Pumped::Probe),
                 Taken::Items(epoch) => {
-                    self.taken_at = Some(epoch);
+                    let more = self.more();
+                    more.items.append(&mut taken);
+                    more.taken_at = Some(epoch);
                     self.advance();
                 }
                 Taken::Parked(epoch) => {
@@ -251,23 +236,23 @@ impl OutboxState {
                     if let Some(hook) = &mut self.park_hook {
                         hook();
                     }
-                    self.taken_at = Some(epoch);
-                    self.advance();
-                    if !self.staged.is_empty() || self.unfinished() || self.queue.is_closing() {
+                    if self.anything_up_to(epoch) {
+                        self.more().taken_at = Some(epoch);
+                        self.advance();
+                    }
+                    if self.staged_len() > 0 || self.unfinished() || self.queue.is_closing() {
                         self.queue.unpark();
                         continue;
                     }
-                    for c in self.cursors.iter_mut() {
+                    for c in self.cursors_mut() {
                         c.report();
                     }
-                    // Give the buffers back: idle sessions should stay small, and a busy room's
-                    // entries go out without them (`try_recv`, `drain_into`).
-                    if self.staged.capacity() > 0 {
-                        self.staged = VecDeque::new();
+                    // Give the buffers back: idle sessions should stay small.
+                    if let Some(more) = &mut self.more {
+                        more.staged = VecDeque::new();
+                        more.items = VecDeque::new();
                     }
-                    if self.items.capacity() > 0 {
-                        self.items = VecDeque::new();
-                    }
+                    self.tidy();
                     if !self.queue.settle() {
                         // Woken during the look: look again.
                         continue;
@@ -278,9 +263,90 @@ impl OutboxState {
         }
     }
 
+    /// [`More`], made if there is none.
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    /// Gives [`More`] back if it holds nothing.
+    fn tidy(&mut self) {
+        if self.more.as_ref().is_some_and(|m| m.is_empty()) {
+            self.more = None;
+        }
+    }
+
+    fn staged_len(&self) -> usize {
+        self.more.as_ref().map_or(0, |m| m.staged.len())
+    }
+
+    fn pop_staged(&mut self) -> Option<Arc<Outgoing>> {
+        let more = self.more.as_mut()?;
+        let f = more.staged.pop_front();
+        if more.is_empty() {
+            self.more = None;
+        }
+        f
+    }
+
+    fn cursors(&self) -> impl Iterator<Item = &Cursor> {
+        self.first
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.rest.iter()))
+    }
+
+    fn cursors_mut(&mut self) -> impl Iterator<Item = &mut Cursor> {
+        self.first
+            .iter_mut()
+            .chain(self.more.iter_mut().flat_map(|m| m.rest.iter_mut()))
+    }
+
+    /// Adds a cursor, replacing the room's current one (a re-subscribe restarts it).
+    fn insert(&mut self, cursor: Cursor) {
+        if let Some(c) = self.cursors_mut().find(|c| c.room == cursor.room) {
+            *c = cursor;
+        } else if self.first.is_none() {
+            self.first = Some(cursor);
+        } else {
+            self.more().rest.push(cursor);
+        }
+    }
+
+    fn remove(&mut self, room: RoomId) -> Option<Cursor> {
+        if self.first.as_ref().is_some_and(|c| c.room == room) {
+            let c = self.first.take();
+            if let Some(more) = &mut self.more {
+                if !more.rest.is_empty() {
+                    self.first = Some(more.rest.swap_remove(0));
+                }
+            }
+            return c;
+        }
+        let rest = &mut self.more.as_mut()?.rest;
+        let i = rest.iter().position(|c| c.room == room)?;
+        Some(rest.swap_remove(i))
+    }
+
+    /// For the last look before parking: whether any ring may have an entry released up to
+    /// `epoch` (without making [`More`] when the one room has none).
+    fn anything_up_to(&self, epoch: u64) -> bool {
+        if self.more.is_some() {
+            return true;
+        }
+        self.first
+            .as_ref()
+            .is_some_and(|c| match c.ring.first(c.next) {
+                Ok(Some((_, e, _))) => e <= epoch,
+                Ok(None) => false,
+                // The round finds out whether it lagged.
+                Err(Lagged) => true,
+            })
+    }
+
     /// Whether a round stopped before its end (items, or rings up to `taken_at`, left).
     fn unfinished(&self) -> bool {
-        !self.items.is_empty() || self.taken_at.is_some()
+        self.more
+            .as_ref()
+            .is_some_and(|m| !m.items.is_empty() || m.taken_at.is_some())
     }
 
     /// One round without waiting (see the type's docs), or the rest of an unfinished one.
@@ -290,40 +356,50 @@ impl OutboxState {
             // every entry sent up to it.
             let epoch = self.epoch.load(SeqCst);
             if self.slot.pending() {
-                self.taken_at = Some(self.queue.take_all(&mut self.items));
+                let mut taken = VecDeque::new();
+                let at = self.queue.take_all(&mut taken);
+                let more = self.more();
+                more.items.append(&mut taken);
+                more.taken_at = Some(at);
             } else {
-                self.taken_at = Some(epoch);
+                self.more().taken_at = Some(epoch);
             }
         }
         self.advance();
+        self.tidy();
     }
 
     /// Goes on with the round: the items taken, in order, each after the rings' entries
     /// released before it was queued; then the rings up to the take's epoch.
     fn advance(&mut self) -> Step {
         loop {
-            if self.staged.len() >= ROUND_MAX {
+            if self.staged_len() >= ROUND_MAX {
                 return Step::Stopped;
             }
-            if let Some(&(_, stamp)) = self.items.front() {
+            let Some(more) = &self.more else {
+                return Step::Done;
+            };
+            if let Some(&(_, stamp)) = more.items.front() {
                 if self.send_rings(stamp) == Step::Stopped {
                     return Step::Stopped;
                 }
-                if let Some((item, _)) = self.items.pop_front() {
+                if let Some((item, _)) = self.more.as_mut().and_then(|m| m.items.pop_front()) {
                     self.apply(item);
                 }
                 continue;
             }
-            let Some(epoch) = self.taken_at else {
+            let Some(epoch) = more.taken_at else {
                 return Step::Done;
             };
             if self.send_rings(epoch) == Step::Stopped {
                 return Step::Stopped;
             }
-            // A lag check may have taken more items meanwhile ([`Outbox::fell_behind`]).
-            if self.items.is_empty() {
-                self.taken_at = None;
-                return Step::Done;
+            // A lag check may have taken more items meanwhile ([`OutboxState::fell_behind`]).
+            if let Some(more) = &mut self.more {
+                if more.items.is_empty() {
+                    more.taken_at = None;
+                    return Step::Done;
+                }
             }
         }
     }
@@ -332,24 +408,24 @@ impl OutboxState {
     /// ended.
     fn apply(&mut self, item: Item) {
         match item {
-            Item::Frame(f) => self.staged.push_back(f),
+            Item::Frame(f) => self.more().staged.push_back(f),
             Item::Open(open) => {
                 let cursor = Cursor {
-                    room: open.room,
                     ring: open.ring.clone(),
                     next: open.after.next(),
-                    unread_after: 0,
                     reported: open.after.0,
-                    cell: open.cell.clone(),
                     report_every: open.report_every,
+                    cell: open.cell.clone(),
+                    unread_after: 0,
+                    room: open.room,
                 };
                 // A re-subscribe restarts the room after its new replay.
-                self.cursors.insert(cursor);
+                self.insert(cursor);
             }
             Item::End(end) => {
                 // `send_rings` up to the marker's stamp has staged what it owes (from the
                 // ring, or from `owed`), unless the writer had lagged.
-                if let Some(c) = self.cursors.remove(end.room) {
+                if let Some(c) = self.remove(end.room) {
                     if c.next <= end.last && c.next <= end.evicted {
                         self.lagged();
                     }
@@ -361,15 +437,13 @@ impl OutboxState {
     /// Stages the entries released up to `epoch` from every room read, oldest release first
     /// (one room, the common case: in one read of its ring); stops at [`ROUND_MAX`].
     fn send_rings(&mut self, epoch: u64) -> Step {
-        if self.cursors.rest.is_empty() {
-            let Some(c) = &mut self.cursors.first else {
+        if self.more.as_ref().is_none_or(|m| m.rest.is_empty()) {
+            let staged = self.staged_len();
+            let Some(c) = &mut self.first else {
                 return Step::Done;
             };
-            match c.read(
-                epoch,
-                ROUND_MAX.saturating_sub(self.staged.len()),
-                &mut self.staged,
-            ) {
+            let more = self.more.get_or_insert_with(Box::default);
+            match c.read(epoch, ROUND_MAX.saturating_sub(staged), &mut more.staged) {
                 Ok(true) => return Step::Done,
                 Ok(false) => return Step::Stopped,
                 // An end marker may carry what the ring dropped: the general path sorts it out.
@@ -379,15 +453,17 @@ impl OutboxState {
         // Read before the looks: an entry a look does not find is released after it.
         let looked = self.epoch.load(SeqCst);
         loop {
-            if self.staged.len() >= ROUND_MAX {
+            if self.staged_len() >= ROUND_MAX {
                 return Step::Stopped;
             }
             let mut best: Option<(usize, Seq, u64, Arc<Outgoing>)> = None;
             // A cursor behind its ring: `Some(None)` a lag for certain, `Some(Some(room))`
             // unless the room's end marker is queued.
             let mut lagged = None;
-            let items = &self.items;
-            for (i, c) in self.cursors.iter_mut().enumerate() {
+            let first = &mut self.first;
+            let more = self.more.get_or_insert_with(Box::default);
+            let More { rest, items, .. } = &mut **more;
+            for (i, c) in first.iter_mut().chain(rest.iter_mut()).enumerate() {
                 if c.unread_after >= epoch {
                     // Nothing it has not read was released by `epoch`: no need to look (a
                     // session in many rooms merges before every queued item).
@@ -435,18 +511,18 @@ impl OutboxState {
             let Some((i, seq, e, f)) = best else {
                 return Step::Done;
             };
-            if let Some(c) = self.cursors.iter_mut().nth(i) {
+            if let Some(c) = self.cursors_mut().nth(i) {
                 c.next = seq.next();
                 c.unread_after = e;
                 c.note_read();
             }
-            self.staged.push_back(f);
+            self.more().staged.push_back(f);
         }
     }
 
     /// The room's end marker, if it has been taken and not yet applied.
     fn end_of(&self, room: RoomId) -> Option<&EndCursor> {
-        end_of(&self.items, room)
+        end_of(&self.more.as_ref()?.items, room)
     }
 
     /// A cursor found its next entry dropped from the ring, and no end marker for its room
@@ -455,10 +531,12 @@ impl OutboxState {
     /// items go behind those not yet applied, as they happened) and look again. Whether the
     /// marker was there; if not, the session is closed as a slow consumer.
     fn fell_behind(&mut self, room: RoomId) -> bool {
-        let before = self.items.len();
-        let epoch = self.queue.take_all(&mut self.items);
-        if self.items.len() > before {
-            self.taken_at = Some(epoch);
+        let mut taken = VecDeque::new();
+        let epoch = self.queue.take_all(&mut taken);
+        if !taken.is_empty() {
+            let more = self.more();
+            more.items.append(&mut taken);
+            more.taken_at = Some(epoch);
         }
         if self.end_of(room).is_some() {
             return true;
@@ -498,28 +576,26 @@ impl OutboxState {
         if self.cut_off() {
             return None;
         }
-        if let Some(f) = self.staged.pop_front() {
+        if let Some(f) = self.pop_staged() {
             return Some(f);
         }
         let epoch = self.epoch.load(SeqCst);
-        if !self.slot.pending() && self.cursors.rest.is_empty() && !self.unfinished() {
-            // The common case, one room and nothing queued: its next entry straight back,
-            // without going through `staged` (a buffer of its own, one more cache miss).
-            if let Some(c) = &mut self.cursors.first {
-                match c.ring.first(c.next) {
-                    Ok(Some((seq, e, f))) if e <= epoch => {
-                        c.next = seq.next();
-                        c.note_read();
-                        return Some(f);
-                    }
-                    Ok(_) => return None,
-                    // Is its end marker queued? The round finds out.
-                    Err(Lagged) => {}
+        if self.more.is_none() && !self.slot.pending() {
+            // The common case, one room and nothing queued: its next entry straight back.
+            let c = self.first.as_mut()?;
+            match c.ring.first(c.next) {
+                Ok(Some((seq, e, f))) if e <= epoch => {
+                    c.next = seq.next();
+                    c.note_read();
+                    return Some(f);
                 }
+                Ok(_) => return None,
+                // Is its end marker queued? The round finds out.
+                Err(Lagged) => {}
             }
         }
         self.round();
-        self.staged.pop_front()
+        self.pop_staged()
     }
 
     fn drain_into(&mut self, out: &mut Vec<Arc<Outgoing>>, max: usize) -> usize {
@@ -528,12 +604,12 @@ impl OutboxState {
         }
         let before = out.len();
         while out.len() - before < max {
-            if self.staged.is_empty() && !self.unfinished() && self.cursors.rest.is_empty() {
+            if self.more.is_none() {
                 // One room and nothing queued (the epoch read before the bit, as in `round`):
                 // straight from its ring into `out`.
                 let epoch = self.epoch.load(SeqCst);
                 if !self.slot.pending() {
-                    let Some(c) = &mut self.cursors.first else {
+                    let Some(c) = &mut self.first else {
                         break;
                     };
                     // On `Lagged`: is its end marker queued? The round finds out.
@@ -542,14 +618,17 @@ impl OutboxState {
                     }
                 }
             }
-            if self.staged.is_empty() {
+            if self.staged_len() == 0 {
                 self.round();
-                if self.staged.is_empty() {
+                if self.staged_len() == 0 {
                     break;
                 }
             }
-            let n = (max - (out.len() - before)).min(self.staged.len());
-            out.extend(self.staged.drain(..n));
+            if let Some(more) = &mut self.more {
+                let n = (max - (out.len() - before)).min(more.staged.len());
+                out.extend(more.staged.drain(..n));
+            }
+            self.tidy();
         }
         if self.cut_off() {
             // As in `try_recv`: checked after the reads too.
@@ -560,8 +639,7 @@ impl OutboxState {
 
     fn len(&self) -> usize {
         let unread: u64 = self
-            .cursors
-            .iter()
+            .cursors()
             .map(|c| {
                 c.ring
                     .released()
@@ -569,10 +647,11 @@ impl OutboxState {
                     .saturating_sub(c.next.0.saturating_sub(1))
             })
             .sum();
-        self.queue.len()
-            + self.items.len()
-            + self.staged.len()
-            + usize::try_from(unread).unwrap_or(usize::MAX)
+        let held = self
+            .more
+            .as_ref()
+            .map_or(0, |m| m.items.len() + m.staged.len());
+        self.queue.len() + held + usize::try_from(unread).unwrap_or(usize::MAX)
     }
 }
 
@@ -1250,9 +1329,9 @@ mod tests {
         let mut got = Vec::new();
         while let Some(f) = outbox.try_recv() {
             assert!(
-                outbox.0.staged.len() <= ROUND_MAX,
+                outbox.0.staged_len() <= ROUND_MAX,
                 "staged {} frames",
-                outbox.0.staged.len()
+                outbox.0.staged_len()
             );
             got.push(labels.of(&f));
         }
@@ -1342,7 +1421,7 @@ mod tests {
         // Woken (for nothing) so that it parks again, through the hook.
         session.queue.request_probe();
         assert_eq!(park(&mut outbox, &labels), Vec::<String>::new());
-        assert!(outbox.0.cursors.first.is_none(), "the room's cursor ended");
+        assert!(outbox.0.first.is_none(), "the room's cursor ended");
         assert!(!session.close.is_closed());
     }
 
@@ -1423,7 +1502,7 @@ mod tests {
                 .is_none()
         );
         assert_eq!(drain(&mut outbox, &labels), ["subscribed 6", "?"]);
-        assert!(outbox.0.cursors.first.is_none(), "the room's cursor ended");
+        assert!(outbox.0.first.is_none(), "the room's cursor ended");
     }
 
     /// A re-subscribe, then a removal, while the writer had not read the first
@@ -1496,16 +1575,11 @@ mod tests {
         );
         assert_eq!(other.last().map(String::as_str), Some("?"));
         assert!(hub.deliver(room, Seq(301), labels.frame("301")).is_none());
-        let cursor = outbox
-            .0
-            .cursors
-            .first
-            .as_ref()
-            .expect("still reading the room");
+        let cursor = outbox.0.first.as_ref().expect("still reading the room");
         assert_eq!(cursor.ring.first(Seq(299)).err(), Some(Lagged), "trimmed");
 
         assert_eq!(drain(&mut outbox, &labels)[..], expected[1..]);
         assert!(!session.close.is_closed(), "not a slow consumer");
-        assert!(outbox.0.cursors.first.is_none(), "the room's cursor ended");
+        assert!(outbox.0.first.is_none(), "the room's cursor ended");
     }
 }

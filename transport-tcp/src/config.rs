@@ -76,9 +76,10 @@ pub struct TcpConfig {
     /// refused with an error line and discarded as it arrives (never buffered whole); the
     /// connection stays usable.
     pub max_line_bytes: usize,
-    /// Initial capacity of each connection's read buffer. Default 1 KiB: chat frames are small
-    /// and idle connections are the common case, so this is much of a connection's memory. It
-    /// grows (up to `max_frame_bytes` plus the prefix) only for a larger frame.
+    /// Initial capacity of each connection's read buffer. Default 512 bytes (the WebSocket
+    /// transport's too): chat frames are small and idle connections are the common case, so
+    /// this is much of a connection's memory. It grows (up to `max_frame_bytes` plus the
+    /// prefix) only for a larger frame.
     pub read_buffer_bytes: usize,
 
     /// How long a binary connection has, from being accepted, to complete its `hello`.
@@ -162,7 +163,7 @@ impl Default for TcpConfig {
             max_frame_bytes: 64 * 1024,
             max_write_frame_bytes: 32 * 1024 * 1024,
             max_line_bytes: 4 * 1024,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
             auth_timeout: Duration::from_secs(10),
             line_auth_timeout: Duration::from_secs(60),
             line_max_login_attempts: 3,
