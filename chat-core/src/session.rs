@@ -107,6 +107,16 @@ enum Step {
     Stopped,
 }
 
+/// Moves `taken` behind `items`: by swapping buffers when `items` is empty (the common case:
+/// `append` would allocate `items` anew and copy).
+fn join(items: &mut VecDeque<(Item, u64)>, taken: &mut VecDeque<(Item, u64)>) {
+    if items.is_empty() {
+        std::mem::swap(items, taken);
+    } else {
+        items.append(taken);
+    }
+}
+
 /// The first end marker for `room` among `items`.
 fn end_of(items: &VecDeque<(Item, u64)>, room: RoomId) -> Option<&EndCursor> {
     items.iter().find_map(|(i, _)| match i {
@@ -222,7 +232,7 @@ impl OutboxState {
                 Taken::Probe => return Poll::Ready(Pumped::Probe),
                 Taken::Items(epoch) => {
                     let more = self.more();
-                    more.items.append(&mut taken);
+                    join(&mut more.items, &mut taken);
                     more.taken_at = Some(epoch);
                     self.advance();
                 }
@@ -359,7 +369,7 @@ impl OutboxState {
                 let mut taken = VecDeque::new();
                 let at = self.queue.take_all(&mut taken);
                 let more = self.more();
-                more.items.append(&mut taken);
+                join(&mut more.items, &mut taken);
                 more.taken_at = Some(at);
             } else {
                 self.more().taken_at = Some(epoch);
@@ -535,7 +545,7 @@ impl OutboxState {
         let epoch = self.queue.take_all(&mut taken);
         if !taken.is_empty() {
             let more = self.more();
-            more.items.append(&mut taken);
+            join(&mut more.items, &mut taken);
             more.taken_at = Some(epoch);
         }
         if self.end_of(room).is_some() {
