@@ -161,14 +161,7 @@ impl SessionShared {
     /// Queues a frame without waiting. On a full queue the session is closed as a slow
     /// consumer; returns whether the frame was queued.
     pub(crate) fn push(&self, frame: Arc<Outgoing>) -> bool {
-        match self.queue.push(frame) {
-            Ok(()) => true,
-            Err(PushError::Full) => {
-                self.close.close(CloseReason::SlowConsumer);
-                false
-            }
-            Err(PushError::Closed) => false,
-        }
+        self.push_item(Item::Frame(frame))
     }
 
     /// [`SessionShared::push`] for a queue item (a cursor marker).
