@@ -1,13 +1,16 @@
 //! The bounded outbound queue of one session.
 //!
-//! Why not `tokio::sync::mpsc`: fan-out pushes one frame into thousands of these queues per
-//! message, so the per-push cost is the hub's cost. A bounded tokio channel spends several
-//! atomic read-modify-writes per message on its semaphore and block list, and its receive
-//! side takes the semaphore's waiter mutex to return the permit. Here a push is one
-//! uncontended mutex round-trip around a `VecDeque` push, and the writer is woken only when the
-//! queue goes from empty to non-empty; the writer can take everything queued in one lock
-//! ([`Queue::drain_into`]). The queue holds `Arc`s, so a frame shared by ten thousand queues
-//! is one allocation.
+//! It carries a session's replies and events (presence and typing are pushed into thousands
+//! of these at once) and the markers that open and end its reading of room rings; room
+//! entries themselves are read from the rings (see the hub's module docs).
+//!
+//! Why not `tokio::sync::mpsc`: a bounded tokio channel spends several atomic
+//! read-modify-writes per message on its semaphore and block list, and its receive side takes
+//! the semaphore's waiter mutex to return the permit. Here a push is one uncontended mutex
+//! round-trip, and the writer is woken only when it is parked; the writer takes everything
+//! queued in one lock ([`Queue::take_all`], [`Queue::poll_take`]), and checks the dense
+//! [`Slots`] pending bit before taking the lock at all. The queue holds `Arc`s, so a frame
+//! shared by ten thousand queues is one allocation.
 //!
 //! The mutex is a `std::sync::Mutex`: every critical section is a few instructions and never
 //! awaits. The writer parks on an [`AtomicWaker`], not a `tokio::sync::Notify`: a queue has

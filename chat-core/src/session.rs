@@ -676,7 +676,7 @@ impl OutboxState {
 /// `subscribed` reply before the room's live entries, an `unsubscribed` after the last entry
 /// owed. With nothing queued (the slot's pending bit clear), a round only reads the rings.
 ///
-/// **A round stages at most about [`ROUND_MAX`] frames.** What it did not get to stays where
+/// **A round stages at most about 256 frames.** What it did not get to stays where
 /// it was — entries in their rings, items in `items` — and the queue is not taken again until
 /// `items` is applied (except to look for a room's end marker when a ring dropped what the
 /// room was owed), so what a session holds is bounded by its queue's capacity, the items
