@@ -1,10 +1,10 @@
 //! A sketch, not the engine: what a room-level ring read by per-session cursors would cost
 //! per delivery, next to the same `tokio::sync::broadcast` floor as the `fanout` bench.
 //!
-//! The hub gives every session a queue of its own, and the `fanout` bench measures it at
-//! about 2.6–3× the floor with 10 000 subscribers (docs/BENCHMARKS.md). This bench measures
-//! the alternative before anyone builds it, with the parts a real session would need added
-//! one at a time, all in one run:
+//! When it was written the hub gave every session a queue of its own, and the `fanout` bench
+//! measured it at about 2.6–3× the floor with 10 000 subscribers (docs/BENCHMARKS.md). This
+//! bench measured the alternative before it was built (the hub uses it since 2026-12-02),
+//! with the parts a real session would need added one at a time, all in one run:
 //!
 //! - `ring`: one shared ring of recent entries under a `RwLock`; each receiver keeps its own
 //!   cursor and clones the entry's `Arc` (what broadcast does, without its per-slot counters);

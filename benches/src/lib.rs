@@ -77,8 +77,8 @@ impl FanoutRig {
     }
 
     /// Delivers one already-sequenced entry to every subscriber through the hub (the path a
-    /// backplane event takes: no store, no sockets), then has every subscriber take it from
-    /// its queue. Returns how many deliveries were received.
+    /// backplane event takes: no store, no sockets), then has every subscriber read it
+    /// through its `Outbox`. Returns how many deliveries were received.
     pub fn publish_and_drain(&mut self) -> usize {
         self.next_seq += 1;
         let entry = LogEntry {

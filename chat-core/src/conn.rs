@@ -681,8 +681,8 @@ where
                 let first = match first {
                     Outbound::Frame(f) => f,
                     Outbound::Close(CloseReason::Shutdown) => {
-                        // Drain a snapshot of the queue: frames still arriving after the
-                        // close must not keep us here.
+                        // Drain a snapshot of what is waiting: frames still arriving after
+                        // the close must not keep us here.
                         let queued = outbox.len();
                         outbox.drain_into(&mut batch, queued);
                         let drain = async {
@@ -707,7 +707,7 @@ where
                         tokio::time::sleep_until(next).await;
                     }
                 }
-                // Whatever else is queued joins the batch, taken with one lock.
+                // Whatever else is waiting (queue and rings) joins the batch.
                 batch.push(first);
                 outbox.drain_into(&mut batch, max_batch - 1);
                 let write = async {

@@ -21,8 +21,8 @@
 //! skips but a removal of the user finds; only then does the engine check access and read the
 //! store up to some `latest`. `finish_subscribe` then, under the channel lock, either answers
 //! `Behind` (the room already released entries past that read: they are committed, so the
-//! engine reads them too and comes back) or queues the replay and flips the session to
-//! `Live { after: latest }`, from which point the sequencer feeds it. A re-subscribe keeps
+//! engine reads them too and comes back) or queues the replay and an [`OpenCursor`] after
+//! `latest` and flips the session to `Live`: from there its writer reads the room's ring. A re-subscribe keeps
 //! the existing registration, live or not, until that flip. See ARCHITECTURE.md for the
 //! argument in full.
 //!
@@ -60,8 +60,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// The session's outbound queue overflowed: the client reads too slowly. It may reconnect
-    /// and resume.
+    /// The client reads too slowly: it fell more than [`Limits::session_queue`] entries
+    /// behind a room it reads, or its queue of replies and events overflowed. It may
+    /// reconnect and resume.
     SlowConsumer,
     /// The client kept sending after being rate limited, or otherwise broke the rules.
     PolicyViolation,
@@ -758,7 +759,8 @@ struct RoomInner {
     index: HashMap<SessionId, usize>,
     /// Live subscribed sessions per user (presence is per user, not per session).
     online: HashMap<UserId, u32>,
-    /// Subscribers whose queue overflowed during the current operation.
+    /// Subscribers closed as slow consumers during the current operation (a full queue, or
+    /// lagging the ring).
     overflowed: Vec<SessionId>,
     /// Presence is broadcast only while the room has at most this many subscribers
     /// ([`Limits::presence_broadcast_max`]).
@@ -771,8 +773,8 @@ struct RoomInner {
 }
 
 struct Sub {
-    /// The session's queue, held directly: the fan-out loop touches nothing else of the
-    /// session unless the push fails.
+    /// The session's queue, held directly: `fan_out` reaches it only to wake a parked writer,
+    /// `broadcast` to push an event.
     queue: Arc<Queue>,
     session: Arc<SessionShared>,
     state: SubState,
@@ -784,7 +786,9 @@ struct Sub {
 
 impl Sub {
     /// Queues a frame; on overflow closes the session as a slow consumer. Returns whether it
-    /// was queued.
+    /// was queued. [`SessionShared::push`] does the same through the session; this one
+    /// reaches the queue held here, so a broadcast to a room touches no session's own line
+    /// unless the push fails.
     fn push(&self, frame: Arc<Outgoing>) -> bool {
         match self.queue.push(frame) {
             Ok(()) => true,
@@ -1056,7 +1060,7 @@ impl RoomInner {
     }
 
     /// After the ring dropped entries up to `dropped`: closes the sessions whose writers
-    /// provably still needed one (their reported position is a whole eviction batch behind,
+    /// provably still needed one (their reported position is a batch and a round behind,
     /// more than a report can lag), and wakes those that might (they find out themselves).
     fn cut_lagging(&mut self, dropped: Seq) {
         // A report lags the writer by less than a batch, plus what one read took before it

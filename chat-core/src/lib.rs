@@ -1,7 +1,8 @@
 //! # chat-core
 //!
 //! The transport-agnostic heart of the chat engine: rooms, members and roles, per-room
-//! sequenced logs, a fan-out hub with bounded per-session queues, gapless resume, presence,
+//! sequenced logs, a fan-out hub (one bounded ring per room, read by per-session cursors),
+//! gapless resume, presence,
 //! typing, read markers, authentication, and the wire protocol with its JSON and postcard
 //! codecs.
 //!
@@ -14,7 +15,7 @@
 //! transport ─▶ Session ─▶ rules ─▶ Store::append │
 //!            │              │                   │
 //!            │              ▼                   │
-//! transport ◀─ Outbox ◀── Hub (per-room sequencer, bounded queues) ◀─ Backplane
+//! transport ◀─ Outbox ◀── Hub (per-room sequencer, rings, queues) ◀─ Backplane
 //!            └─────────────────────────────────┘
 //! ```
 //!

@@ -983,8 +983,9 @@ fn clean_serde_message(msg: &str) -> String {
 
 /// A server frame on its way to one or many sessions, encoded at most once per codec.
 ///
-/// The hub wraps each fan-out frame in one `Arc<Outgoing>` and hands clones of that `Arc` to
-/// every recipient's queue. A transport asks for [`Outgoing::encoded`] in its codec; the first
+/// The hub wraps each fan-out frame in one `Arc<Outgoing>`: a room entry is appended once to
+/// the room's ring, whose readers each clone the `Arc`; an event goes into each recipient's
+/// queue as a clone. A transport asks for [`Outgoing::encoded`] in its codec; the first
 /// caller encodes, every other recipient gets a clone of the same `Bytes` (a reference count
 /// increment, no copy). Codecs nobody uses are never encoded.
 pub struct Outgoing {

@@ -30,7 +30,8 @@ use std::task::Context;
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// The queue holds `capacity` items.
+    /// The queue holds `capacity` items (or, for an end marker, which is queued anyway: more,
+    /// or its end markers hold too many entries).
     Full,
     /// The receiving side is gone.
     Closed,
@@ -55,8 +56,8 @@ pub(crate) enum Item {
 const INLINE: usize = 1;
 
 /// `repr(C, align(64))`: everything a push and a take touch (the mutex, the flags, the
-/// capacity, up to [`INLINE`] items) shares one cache line; the waker and the `park` state,
-/// touched to wake a parked writer, sit on the next.
+/// capacity, up to [`INLINE`] items) shares one cache line; the waker, the slot handle, the
+/// epoch and the closing hint sit on the next. (The park state itself is in [`Slots`].)
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Queue {
@@ -103,7 +104,7 @@ struct Inner {
     #[allow(clippy::box_collection)]
     spill: Option<Box<VecDeque<(Item, u64)>>>,
     /// At most this many items, ring and spill together (the session queue limit, clamped
-    /// to `u32`).
+    /// to `u32`); only end markers are queued past it ([`Queue::push_end`]).
     capacity: u32,
     /// The ring's oldest slot, and how many slots are full.
     head: u8,
@@ -534,7 +535,7 @@ impl SlotRef {
         self.chunk.park[self.index].load(Ordering::SeqCst) != RUNNING
     }
 
-    /// See [`Queue::maybe_pending`].
+    /// Whether the queue has something for the writer (kept by `Queue::refresh`).
     pub(crate) fn pending(&self) -> bool {
         self.chunk.pending[self.index / 64].load(Ordering::SeqCst) & (1 << (self.index % 64)) != 0
     }
@@ -726,7 +727,7 @@ mod tests {
     proptest::proptest! {
         /// Pushes up to the capacity, pops, takes of everything and a close behave as one
         /// bounded FIFO: compared with a `VecDeque` model after every operation. Capacities
-        /// below, at and above the inline ring's, and large enough for a spill that is given
+        /// at and above the inline ring's, and large enough for a spill that is given
         /// back after a backlog.
         #[test]
         fn behaves_as_a_bounded_fifo(

@@ -157,8 +157,9 @@ impl Reader {
             .await;
     }
 
-    /// Drops the session (its queued frames with it, as a dropped connection would) and opens
-    /// a new one. Returns the rooms that were subscribed.
+    /// Reads what has reached the session, then drops it (frames arriving later go with it,
+    /// as with a dropped connection) and opens a new one. Returns the rooms that were
+    /// subscribed.
     fn reconnect(&mut self) -> Vec<RoomId> {
         // What already reached the old session is read (and checked) first. Without this, a
         // removal's `unsubscribed` queued just before a reconnect went unread, and when all

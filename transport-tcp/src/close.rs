@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// | `PeerClosed`, `Truncated`, `Io` | nothing: the peer is gone | nothing |
 ///
 /// The codes are the nearest of the protocol's stable codes: `limit_reached` for caps (a
-/// slow consumer overflowed its queue), `invalid_token` for a revoked session (log in again,
+/// slow consumer fell too far behind), `invalid_token` for a revoked session (log in again,
 /// do not retry the token), `internal` where the protocol has no closer code (shutdown, idle):
 /// reconnect with backoff.
 ///
@@ -42,7 +42,8 @@ pub enum CloseCause {
     Shutdown,
     /// Nothing arrived from the peer within the idle timeout.
     IdleTimeout,
-    /// The peer read too slowly: its queue overflowed, or a write stalled.
+    /// The peer read too slowly: it fell too far behind a room, its queue overflowed, or a
+    /// write stalled.
     SlowConsumer,
     /// The session kept sending after being rate limited.
     PolicyViolation,
@@ -100,7 +101,7 @@ impl CloseCause {
             ),
             CloseCause::SlowConsumer => (
                 ErrorCode::LimitReached,
-                "the outbound queue overflowed: read faster, then reconnect and resume",
+                "fell too far behind: read faster, then reconnect and resume",
             ),
             CloseCause::PolicyViolation => {
                 (ErrorCode::RateLimited, "kept sending while rate limited")

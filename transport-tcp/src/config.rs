@@ -129,8 +129,9 @@ pub struct TcpConfig {
     /// liveness check; a vanished client that is sent anything is caught by `write_timeout`.
     pub line_idle_timeout: Duration,
     /// Longest one batch of outgoing frames (or lines) may take to reach the socket. Default
-    /// 10 s. A peer that stops reading is normally cut off sooner, when its queue
-    /// (`Limits::session_queue`) fills; this catches the one in a quiet room.
+    /// 10 s. A peer that stops reading is normally cut off sooner, when it falls more than
+    /// `Limits::session_queue` entries behind a busy room; this catches the one in a quiet
+    /// room.
     pub write_timeout: Duration,
     /// Most frames written per flush. Default 64.
     pub max_batch_frames: usize,

@@ -80,8 +80,9 @@ pub struct WsConfig {
     /// `ping_interval + pong_timeout`.
     pub pong_timeout: Duration,
     /// Longest one batch of outgoing frames may take to reach the socket. Default 10 s (NATS's
-    /// write deadline). A peer that stops reading is normally cut off sooner, when its queue
-    /// (`Limits::session_queue`) fills; this catches the one in a quiet room.
+    /// write deadline). A peer that stops reading is normally cut off sooner, when it falls
+    /// more than `Limits::session_queue` entries behind a busy room; this catches the one in
+    /// a quiet room.
     pub write_timeout: Duration,
     /// Most frames written per flush. Default 64.
     pub max_batch_frames: usize,

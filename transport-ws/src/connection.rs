@@ -50,7 +50,8 @@ pub enum CloseCause {
     PolicyViolation,
     /// A message or frame exceeded the configured maximum.
     MessageTooBig,
-    /// The peer read too slowly: its queue overflowed, or a write stalled.
+    /// The peer read too slowly: it fell too far behind a room, its queue overflowed, or a
+    /// write stalled.
     SlowConsumer,
     /// The user logged out or the token was revoked.
     Revoked,
