@@ -890,6 +890,84 @@ mod tests {
         }
     }
 
+    /// A session's slot is returned to the pool when its queue goes, and handed out again
+    /// cleared: a new session never starts with the old one's pending bit or park state.
+    /// Slots of different sessions share a word of pending bits without disturbing each
+    /// other.
+    #[test]
+    fn slots_are_reused_cleared_and_independent() {
+        let slots = Slots::default();
+        let a = slots.take();
+        let b = slots.take();
+        a.set_pending(true);
+        a.park().store(PARKED, Ordering::SeqCst);
+        assert!(a.at.pending() && a.at.may_be_parked());
+        assert!(
+            !b.at.pending() && !b.at.may_be_parked(),
+            "a neighbour's bit is its own"
+        );
+        b.set_pending(true);
+        a.set_pending(false);
+        assert!(!a.at.pending() && b.at.pending());
+        a.set_pending(true);
+        let index = a.global;
+        drop(a);
+        let again = slots.take();
+        assert_eq!(again.global, index, "the freed slot is reused first");
+        assert!(
+            !again.at.pending() && !again.at.may_be_parked(),
+            "and cleared"
+        );
+        assert!(b.at.pending());
+    }
+
+    /// An end marker is queued past the capacity (and says so), and the ring entries it
+    /// holds count against a budget of twice the capacity, given back when it is taken.
+    #[test]
+    fn end_markers_go_past_the_capacity_and_their_entries_are_budgeted() {
+        let q = Queue::new(2);
+        let end = |owed: usize| {
+            Item::End(Arc::new(EndCursor {
+                room: crate::ids::RoomId(1),
+                from: crate::ids::Seq(1),
+                last: crate::ids::Seq(owed as u64),
+                owed: (1..=owed as u64)
+                    .map(|s| (crate::ids::Seq(s), s, Outgoing::event(ServerFrame::Pong)))
+                    .collect(),
+                evicted: crate::ids::Seq(0),
+            }))
+        };
+        assert_eq!(q.push_end(end(3)), Ok(()), "3 owed entries: within 2 × 2");
+        assert_eq!(
+            q.push_end(end(2)),
+            Err(PushError::Full),
+            "5 owed: over the budget"
+        );
+        assert_eq!(q.len(), 2, "queued all the same");
+        assert_eq!(
+            q.push(Outgoing::event(ServerFrame::Pong)),
+            Err(PushError::Full),
+            "a frame is refused at the capacity"
+        );
+        assert_eq!(
+            q.push_end(end(0)),
+            Err(PushError::Full),
+            "3 items: over the capacity"
+        );
+        assert_eq!(q.len(), 3);
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            crate::hub::lock(&q.inner).pinned,
+            0,
+            "given back when taken"
+        );
+        assert_eq!(q.push_end(end(4)), Ok(()));
+        q.close();
+        assert_eq!(q.push_end(end(0)), Err(PushError::Closed));
+    }
+
     #[tokio::test]
     async fn a_push_wakes_a_waiting_receiver() {
         let q = Queue::new(4);
