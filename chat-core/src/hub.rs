@@ -43,8 +43,9 @@
 //! writer when it notices, or by the publisher when it evicts (from the position each writer
 //! reports in its cursor's cell, stored when it parks and every quarter ring, so a stalled
 //! writer is cut off too). A full session queue closes the session the same way. The
-//! publisher never waits. When every subscriber's writer is parked (has read everything), the
-//! ring is trimmed to the newest entry, so a quiet room holds almost nothing.
+//! publisher never waits. When every subscriber's writer is parked (has read everything) at a
+//! publish, the next append drops the entries before it, so a quiet room holds its last
+//! entry or two.
 
 use crate::config::Limits;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
@@ -595,10 +596,31 @@ impl RoomRing {
         Seq(self.released.load(Ordering::SeqCst))
     }
 
-    /// Appends an entry; at `cap + batch` entries first drops the oldest `batch` (one slow-consumer
-    /// check per batch, not per entry). Returns the highest seq dropped.
-    fn append(&self, seq: Seq, frame: Arc<Outgoing>, cap: usize, batch: usize) -> Option<Seq> {
+    /// Appends an entry, under one write lock with the upkeep: first drops the entries below
+    /// `trim` (every reader has them), then, at `cap + batch` entries, the oldest `batch` (one
+    /// slow-consumer check per batch, not per entry). Returns the highest seq the second
+    /// step dropped.
+    fn append(
+        &self,
+        seq: Seq,
+        frame: Arc<Outgoing>,
+        cap: usize,
+        batch: usize,
+        trim: Option<Seq>,
+    ) -> Option<Seq> {
         let mut w = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(below) = trim {
+            let mut trimmed = None;
+            while w.front().is_some_and(|(s, _, _)| *s < below) {
+                trimmed = w.pop_front().map(|(s, _, _)| s);
+            }
+            if let Some(d) = trimmed {
+                self.evicted.fetch_max(d.0, Ordering::SeqCst);
+            }
+            if w.capacity() > 64 && w.len() < 16 {
+                w.shrink_to(16);
+            }
+        }
         let mut dropped = None;
         // Up to `cap + batch`, so that a reader is cut off only when more than `cap` entries
         // behind, as a full session queue was before the rings.
@@ -607,28 +629,13 @@ impl RoomRing {
                 dropped = w.pop_front().map(|(s, _, _)| s);
             }
             if let Some(d) = dropped {
-                self.evicted.store(d.0, Ordering::SeqCst);
+                self.evicted.fetch_max(d.0, Ordering::SeqCst);
             }
         }
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         w.push_back((seq, epoch, frame));
         self.released.store(seq.0, Ordering::SeqCst);
         dropped
-    }
-
-    /// Drops the entries below `seq`: every reader has them.
-    fn trim_below(&self, seq: Seq) {
-        let mut w = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let mut dropped = None;
-        while w.front().is_some_and(|(s, _, _)| *s < seq) {
-            dropped = w.pop_front().map(|(s, _, _)| s);
-        }
-        if let Some(d) = dropped {
-            self.evicted.fetch_max(d.0, Ordering::SeqCst);
-        }
-        if w.capacity() > 64 && w.len() < 16 {
-            w.shrink_to(16);
-        }
     }
 
     /// The entries after `after`, and the highest seq dropped so far.
@@ -767,6 +774,9 @@ struct RoomInner {
     presence_max: usize,
     /// Released entries, read by the subscribers' writers.
     ring: Arc<RoomRing>,
+    /// Every reader had read the entries below this seq at the last publish (all were
+    /// parked): the next append drops them, under its own write lock.
+    trim_at: Option<Seq>,
     /// The ring's capacity ([`Limits::session_queue`]) and its eviction batch (a quarter).
     ring_cap: usize,
     ring_batch: usize,
@@ -832,6 +842,7 @@ impl RoomChannel {
                 ring: Arc::new(RoomRing::new(epoch)),
                 ring_cap,
                 ring_batch: (ring_cap / 4).max(1),
+                trim_at: None,
             }),
         }
     }
@@ -1039,9 +1050,10 @@ impl RoomInner {
     /// The hot path: the entry goes into the ring once; per live subscriber, one load to see
     /// whether its writer is parked (and a wake-up if it is).
     fn fan_out(&mut self, seq: Seq, frame: &Arc<Outgoing>) {
-        if let Some(dropped) = self
-            .ring
-            .append(seq, frame.clone(), self.ring_cap, self.ring_batch)
+        let trim = self.trim_at.take();
+        if let Some(dropped) =
+            self.ring
+                .append(seq, frame.clone(), self.ring_cap, self.ring_batch, trim)
         {
             self.cut_lagging(dropped);
         }
@@ -1054,8 +1066,10 @@ impl RoomInner {
             }
         }
         if all_parked {
-            // Every reader had read everything before this entry when it parked.
-            self.ring.trim_below(seq);
+            // Every reader had read everything before this entry when it parked. Dropped at
+            // the next append, so that a publish takes the ring's write lock once; a reader
+            // only moves forward, and one that joins later starts after this entry.
+            self.trim_at = Some(seq);
         }
     }
 

@@ -1315,6 +1315,14 @@ mod tests {
         Hub::new(Arc::new(Limits::default()))
     }
 
+    /// A hub whose session queues (and rings) hold `capacity`.
+    fn hub_with_queue(capacity: usize) -> Hub {
+        Hub::new(Arc::new(Limits {
+            session_queue: capacity,
+            ..Limits::default()
+        }))
+    }
+
     /// A session live in `rooms` from seq 0, and its outbox.
     fn reader(
         hub: &Hub,
@@ -1440,10 +1448,7 @@ mod tests {
     /// cursor ends there, and the entry released after the removal is never handed out.
     #[test]
     fn a_removal_from_a_full_queue_still_ends_the_cursor() {
-        let hub = Hub::new(Arc::new(Limits {
-            session_queue: 4,
-            ..Limits::default()
-        }));
+        let hub = hub_with_queue(4);
         let mut labels = Labels::default();
         let room = RoomId(9);
         let (session, mut outbox) = reader(&hub, 1, &[room], &mut labels);
@@ -1471,10 +1476,7 @@ mod tests {
     /// ring after ring.
     #[test]
     fn entries_held_by_end_markers_count_against_the_queue() {
-        let hub = Hub::new(Arc::new(Limits {
-            session_queue: 16,
-            ..Limits::default()
-        }));
+        let hub = hub_with_queue(16);
         let mut labels = Labels::default();
         let room = RoomId(4);
         let (session, _outbox) = reader(&hub, 1, &[room], &mut labels);
@@ -1539,7 +1541,9 @@ mod tests {
         assert!(matches!(outcome, FinishOutcome::Live { .. }), "{outcome:?}");
         assert!(hub.unsubscribe(&session, room));
         park(&mut other_box, &labels);
+        // Everyone left had read up to 11 when it was released; the next append drops the rest.
         assert!(hub.deliver(room, Seq(11), labels.frame("11")).is_none());
+        assert!(hub.deliver(room, Seq(12), labels.frame("12")).is_none());
         let got = drain(&mut outbox, &labels);
         assert_eq!(
             session.close.reason(),
@@ -1578,7 +1582,8 @@ mod tests {
         assert!(outbox.0.unfinished());
 
         assert!(hub.unsubscribe(&session, room));
-        // The other reader reads everything and parks; the next entry then trims the ring.
+        // The other reader reads everything and parks; the entry after the next then trims
+        // the ring (the trim is done at the following append).
         let other: Vec<String> = park(&mut other_box, &labels);
         assert_eq!(
             other.len(),
@@ -1587,6 +1592,7 @@ mod tests {
         );
         assert_eq!(other.last().map(String::as_str), Some("?"));
         assert!(hub.deliver(room, Seq(301), labels.frame("301")).is_none());
+        assert!(hub.deliver(room, Seq(302), labels.frame("302")).is_none());
         let cursor = outbox.0.first.as_ref().expect("still reading the room");
         assert_eq!(cursor.ring.first(Seq(299)).err(), Some(Lagged), "trimmed");
 
